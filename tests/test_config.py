@@ -1,0 +1,108 @@
+"""Settings and the cameras file: good values load, bad ones stop with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trafficrisk.settings import SettingsError, load_settings
+from trafficrisk.workers.camera_file import CameraFileError, load_cameras
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TRAFFICRISK_") or name == "PORT":
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("env", "attribute", "expected"),
+    [
+        ({}, "model", "auto"),
+        ({"TRAFFICRISK_LLM_RPM_PER_KEY": "120"}, "llm_rpm_per_key", 120),
+        ({"PORT": "8080"}, "port", 8080),
+        ({"TRAFFICRISK_LLM_BASE_URL": ""}, "is_llm_enabled", False),
+        ({"TRAFFICRISK_LLM_BASE_URL": "http://127.0.0.1:9/v1"}, "is_llm_enabled", True),
+    ],
+)
+def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                        attribute: str, expected: object) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), attribute) == expected
+
+
+def test_api_keys_are_comma_separated_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAFFICRISK_LLM_API_KEYS", " sk-one, sk-two ,")
+    keys = load_settings().llm_api_keys
+    assert [k.get_secret_value() for k in keys] == ["sk-one", "sk-two"]
+    assert "sk-one" not in repr(keys)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message_start"),
+    [
+        ("TRAFFICRISK_LLM_RPM_PER_KEY", "lots", "TRAFFICRISK_LLM_RPM_PER_KEY: Input should be a valid"),
+        ("TRAFFICRISK_LLM_RPM_PER_KEY", "0", "TRAFFICRISK_LLM_RPM_PER_KEY: Input should be greater than 0"),
+        ("TRAFFICRISK_JPEG_QUALITY", "101", "TRAFFICRISK_JPEG_QUALITY: Input should be less than"),
+        ("TRAFFICRISK_ALERT_LEVEL", "extreme", "TRAFFICRISK_ALERT_LEVEL: String should match pattern"),
+        ("TRAFFICRISK_MODLE", "yolo11n.pt", "TRAFFICRISK_MODLE: unknown setting"),
+        ("PORT", "http", "PORT: Input should be a valid integer"),
+    ],
+)
+def test_bad_setting_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                         message_start: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith(message_start)
+    assert "\n" not in message
+
+
+CAMERA_FILES = [
+    ("cameras: []\n", None),
+    ("cameras:\n  - {id: a, url: rtsp://h/x, sample_fps: 2}\n", None),
+    ("cameras:\n  - {id: a, url: rtsp://h/x, fps: 2}\n", "cameras.0.fps: Extra inputs are not permitted"),
+    ("cameras:\n  - {id: a, url: rtsp://h/x, sample_fps: 99}\n", "cameras.0.sample_fps: Input should be"),
+    ("cameras:\n  - {id: 'bad id', url: x}\n", "cameras.0.id: String should match pattern"),
+    ("cameras:\n  - {id: a, url: x}\n  - {id: a, url: y}\n", "camera id 'a' appears more than once"),
+    ("camera: []\n", "camera: Extra inputs are not permitted"),
+    ("cameras: [\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), CAMERA_FILES)
+def test_cameras_file(tmp_path: Path, text: str, error: str | None) -> None:
+    path = tmp_path / "cameras.yaml"
+    path.write_text(text)
+    if error is None:
+        load_cameras(path)
+        return
+    with pytest.raises(CameraFileError, match=error.replace("(", r"\(")) as raised:
+        load_cameras(path)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_relative_file_urls_resolve_next_to_the_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.yaml"
+    path.write_text("cameras:\n  - {id: a, url: clips/x.avi}\n  - {id: b, url: 'rtsp://h/s'}\n")
+    a, b = load_cameras(path)
+    assert a.url == str(tmp_path / "clips" / "x.avi")
+    assert b.url == "rtsp://h/s"
+
+
+def test_wrong_field_in_yaml_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.yaml"
+    path.write_text("cameras:\n  - {id: a, url: x, colour: red}\n")
+    done = subprocess.run([sys.executable, "-m", "trafficrisk.cli", "check"], capture_output=True, text=True,
+                          env={"TRAFFICRISK_CAMERAS_FILE": str(path), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"trafficrisk: {path}: cameras.0.colour: Extra inputs are not permitted"]

@@ -1,0 +1,216 @@
+"""The whole fleet end to end on real parts.
+
+A real redis-server, real Celery worker processes for every queue, the real capture
+process on vtest.avi, the real web process (gunicorn) and the project's LLM simulator.
+Results must land in Redis and reach a Socket.IO client; every LLM outcome must land.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import socketio
+from conftest import SAMPLE_VIDEO, free_port, wait_for_port
+
+from trafficrisk.messages import CameraState, FrameResult
+from trafficrisk.workers.store import Store
+
+TOKEN = "test-api-token"
+GOOD, DEAD = "campus", "dead"
+ROLES = ("detect", "assess", "aggregate")
+
+
+@dataclass
+class Fleet:
+    env: dict[str, str]
+    web_url: str
+    llm_url: str
+    store: Store
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def api(self, path: str) -> requests.Response:
+        return requests.get(self.web_url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    def configure_llm(self, **config: float) -> None:
+        base = self.llm_url.removesuffix("/v1")
+        response = requests.post(f"{base}/sim/config", json=config, timeout=10)
+        response.raise_for_status()
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, fleet: Fleet | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    detail = fleet.log_tails() if fleet else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
+
+
+def start_llm_sim(logs: Path) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trafficrisk.llm_sim", "--port", "0", "--latency-min", "0.05",
+         "--latency-max", "0.2", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=(logs / "llm-sim.log").open("wb"))
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline().decode() if ready else ""
+    assert line.startswith("READY "), f"simulator did not start: {line!r}"
+    return proc, line.split()[1]
+
+
+def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
+    env.update({
+        "TRAFFICRISK_REDIS_URL": redis_url,
+        "TRAFFICRISK_CAMERAS_FILE": str(cameras_file),
+        "TRAFFICRISK_MODEL": "ssd",
+        "TRAFFICRISK_DEVICE": "cpu",
+        "TRAFFICRISK_LLM_BASE_URL": llm_url,
+        "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001",
+        "TRAFFICRISK_LLM_TIMEOUT_S": "1",
+        "TRAFFICRISK_LLM_CONCURRENCY": "8",
+        # Send every group to the LLM, so the chord runs on every frame with a group.
+        "TRAFFICRISK_LLM_GATE_SCORE": "0",
+        "TRAFFICRISK_API_TOKEN": TOKEN,
+        "TRAFFICRISK_DASHBOARD_PASSWORD": "test-password",
+        "TRAFFICRISK_SECRET_KEY": "test-secret",
+        "TRAFFICRISK_CAMERA_SYNC_S": "0.5",
+        "PORT": str(port),
+    })
+    return env
+
+
+def write_cameras(path: Path) -> None:
+    path.write_text(
+        "cameras:\n"
+        f"  - {{id: {GOOD}, url: '{SAMPLE_VIDEO}', sample_fps: 3}}\n"
+        f"  - {{id: {DEAD}, url: 'rtsp://127.0.0.1:{free_port()}/gone', sample_fps: 1}}\n")
+
+
+def start(fleet: Fleet, name: str, *args: str) -> None:
+    log = (fleet.logs / f"{name}.log").open("wb")
+    fleet.procs[name] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", *args], env=fleet.env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    logs = tmp_path_factory.mktemp("fleet-logs")
+    cameras = logs / "cameras.yaml"
+    write_cameras(cameras)
+    sim, llm_url = start_llm_sim(logs)
+    port = free_port()
+    fleet = Fleet(fleet_env(redis_server, llm_url, cameras, port), f"http://127.0.0.1:{port}", llm_url,
+                  Store(client), logs)
+    try:
+        for role in ROLES:
+            start(fleet, role, "worker", role)
+        start(fleet, "web", "web")
+        start(fleet, "capture", "capture")
+        wait_for_port(port, timeout=30)
+        yield fleet
+    finally:
+        stop_all(fleet.procs)
+        sim.terminate()
+        sim.wait(10)
+
+
+def newest_result(fleet: Fleet, after: float) -> FrameResult | None:
+    result = fleet.store.latest(GOOD)
+    return result if result is not None and result.captured_at > after else None
+
+
+def test_results_land_in_redis_and_reach_socketio(fleet: Fleet) -> None:
+    received: list[dict[str, Any]] = []
+    got_one = threading.Event()
+    client = socketio.Client()
+
+    @client.on("frame_result")
+    def _on_result(data: dict[str, Any]) -> None:
+        received.append(data)
+        got_one.set()
+
+    client.connect(fleet.web_url, auth={"token": TOKEN}, wait_timeout=10)
+    try:
+        latest = wait_until(lambda: newest_result(fleet, 0), 90, "a FrameResult in Redis", fleet)
+        assert got_one.wait(30), "no frame_result reached the Socket.IO client"
+    finally:
+        client.disconnect()
+    assert latest.detector == "ssd-mobilenet-v2-coco"
+    pushed = FrameResult.from_wire(received[0])
+    assert pushed.camera_id == GOOD
+    with_people = wait_until(lambda: [r for r in fleet.store.history(GOOD, 50)
+                                      if any(d.label == "person" for d in r.detections)],
+                             60, "a result with pedestrians", fleet)
+    assert with_people[0].width == 768 and with_people[0].height == 576
+    response = fleet.api(f"/api/cameras/{GOOD}/latest")
+    assert response.status_code == 200
+    assert FrameResult.from_wire(response.json()).camera_id == GOOD
+
+
+def test_dead_camera_is_offline_while_the_other_works(fleet: Fleet) -> None:
+    statuses = wait_until(lambda: (s := fleet.store.statuses()).get(DEAD) and s[DEAD].state == "offline"
+                          and s, 60, "the dead camera to go offline", fleet)
+    assert statuses[DEAD].reason.startswith("cannot open rtsp://127.0.0.1")
+    assert statuses[GOOD].state is CameraState.ONLINE
+    since = time.time()
+    wait_until(lambda: newest_result(fleet, since), 60, "results from the good camera", fleet)
+    assert fleet.store.latest(DEAD) is None
+
+
+@pytest.mark.parametrize(
+    ("sim_config", "source"),
+    [
+        ({}, "llm"),
+        ({"error_rate": 1.0}, "fallback"),
+        ({"malformed_rate": 1.0}, "fallback"),
+        ({"timeout_rate": 1.0}, "fallback"),
+    ],
+    ids=["valid", "http-500", "malformed", "timeout"],
+)
+def test_every_llm_outcome_lands(fleet: Fleet, sim_config: dict[str, float], source: str) -> None:
+    fleet.configure_llm(error_rate=0.0, malformed_rate=0.0, timeout_rate=0.0, **sim_config)
+    since = time.time() + 0.5  # frames captured before the switch may still be in flight
+
+    def assessed_groups() -> list[Any]:
+        results = [r for r in fleet.store.history(GOOD, 30) if r.captured_at > since]
+        return [g for r in results for g in r.groups if g.verdict.source == source]
+
+    groups = wait_until(assessed_groups, 90, f"a group judged with source={source}", fleet)
+    verdict = groups[0].verdict
+    if source == "fallback":
+        assert verdict.reason.startswith("LLM unavailable")
+        assert verdict.risk_level == groups[0].group.rules_verdict.risk_level

@@ -1,0 +1,84 @@
+"""The Redis store against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from trafficrisk.messages import Alert, Camera, CameraState, CameraStatus, FrameResult, RiskLevel
+from trafficrisk.workers.store import Store
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    return Store(redis.Redis.from_url(redis_url), frame_ttl_s=5, history_length=10, alerts_length=3)
+
+
+def result(seq: int, camera_id: str = "cam") -> FrameResult:
+    return FrameResult(camera_id=camera_id, frame_id=f"{camera_id}:{seq}", seq=seq, captured_at=1000.0 + seq,
+                       processed_at=1000.5 + seq, width=640, height=480, detector="test", llm_enabled=False,
+                       detections=(), groups=(), risk_level=RiskLevel.NONE)
+
+
+def alert(n: int, camera_id: str = "cam", level: RiskLevel = RiskLevel.HIGH) -> Alert:
+    return Alert(alert_id=f"{camera_id}:{n}:g0", camera_id=camera_id, frame_id=f"{camera_id}:{n}",
+                 created_at=1000.0 + n, risk_level=level, risk_type="t", reason="r", source="rules",
+                 group_id="g0")
+
+
+@pytest.mark.parametrize(
+    ("arrival", "latest"),
+    [([1, 2, 3], 3), ([3, 1, 2], 3), ([2, 2, 1], 2), ([5], 5)],
+)
+def test_latest_never_moves_back(store: Store, arrival: list[int], latest: int) -> None:
+    for seq in arrival:
+        store.save_result(result(seq))
+    found = store.latest("cam")
+    assert found is not None and found.seq == latest
+
+
+def test_history_is_capped_and_newest_first(store: Store) -> None:
+    for seq in range(300):
+        store.save_result(result(seq))
+    history = store.history("cam", count=500)
+    assert history[0].seq == 299
+    assert len(history) < 300  # approximate trimming keeps it near history_length
+
+
+def test_alert_filters_and_redelivery(store: Store) -> None:
+    assert store.add_alert(alert(1, level=RiskLevel.MEDIUM))
+    assert store.add_alert(alert(2, camera_id="other"))
+    assert not store.add_alert(alert(2, camera_id="other"))  # the same alert again
+    assert [a.alert_id for a in store.alerts()] == ["other:2:g0", "cam:1:g0"]
+    assert [a.camera_id for a in store.alerts(camera_id="cam")] == ["cam"]
+    assert [a.camera_id for a in store.alerts(level=RiskLevel.HIGH)] == ["other"]
+    assert store.alerts(since=1001.5)[0].alert_id == "other:2:g0"
+    assert len(store.alerts(since=1001.5)) == 1
+
+
+def test_alerts_are_capped(store: Store) -> None:
+    for n in range(6):
+        store.add_alert(alert(n))
+    assert [a.frame_id for a in store.alerts()] == ["cam:5", "cam:4", "cam:3"]
+
+
+def test_cameras_and_statuses(store: Store) -> None:
+    store.put_camera(Camera(id="b", url="x"))
+    store.put_camera(Camera(id="a", url="y", sample_fps=2))
+    assert [c.id for c in store.list_cameras()] == ["a", "b"]
+    store.put_status(CameraStatus(camera_id="a", state=CameraState.ONLINE, updated_at=time.time()))
+    assert store.statuses()["a"].state is CameraState.ONLINE
+    assert store.delete_camera("a")
+    assert not store.delete_camera("a")
+    assert "a" not in store.statuses()
+    assert store.get_camera("a") is None
+
+
+def test_frames_expire_and_sequences_grow(store: Store) -> None:
+    key = store.put_frame("cam", 7, b"jpeg")
+    assert store.get_blob(key) == b"jpeg"
+    assert 0 < store.client.ttl(key) <= 5
+    assert [store.next_seq("cam") for _ in range(3)] == [1, 2, 3]
+    assert store.get_blob("tr:frame:none:1") is None

@@ -1,0 +1,45 @@
+"""Celery settings, mapped from the one Settings object; every queue is declared here."""
+
+from kombu import Queue
+
+from trafficrisk.settings import get_settings
+
+_settings = get_settings()
+
+DETECT_QUEUE = "detect"
+LLM_HIGH_QUEUE = "llm.high"
+LLM_LOW_QUEUE = "llm.low"
+AGGREGATE_QUEUE = "aggregate"
+QUEUES = (DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE, AGGREGATE_QUEUE)
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+
+# JSON only: pickle on the wire would let anyone who can write to Redis run code.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+task_queues = tuple(Queue(name) for name in QUEUES)
+task_default_queue = DETECT_QUEUE
+task_routes = {
+    "trafficrisk.detect": {"queue": DETECT_QUEUE},
+    "trafficrisk.assess": {"queue": LLM_LOW_QUEUE},
+    "trafficrisk.aggregate": {"queue": AGGREGATE_QUEUE},
+}
+# On Redis a message without priority counts as the highest; give every message one.
+task_default_priority = 5
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+result_expires = _settings.result_expires_s
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
+# Loading a detector can take a while; don't let the pool kill the child for it.
+worker_proc_alive_timeout = 120
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False

@@ -1,0 +1,133 @@
+"""`trafficrisk` command: one entry point for every process in the Procfile and more."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from trafficrisk.settings import Settings, SettingsError, get_settings
+
+CELERY_APP = "trafficrisk.tasks.app"
+
+# How each role's worker runs: detect holds a model, so one process; assess waits
+# on HTTP, so many threads; aggregate does short Redis writes.
+WORKER_ROLES = {
+    "detect": ["-Q", "detect", "-P", "prefork", "-c", "1"],
+    "assess": ["-Q", "llm.high,llm.low", "-P", "threads"],
+    "aggregate": ["-Q", "aggregate", "-P", "threads", "-c", "4"],
+}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def run_capture(settings: Settings) -> None:
+    from trafficrisk.capture_service import CaptureService
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service = CaptureService(settings)
+    service.seed_from_file()
+    with contextlib.suppress(KeyboardInterrupt):
+        service.run(stop)
+
+
+def worker_command(role: str, settings: Settings) -> list[str]:
+    options = list(WORKER_ROLES[role])
+    if role == "assess":
+        options += ["-c", str(settings.llm_concurrency)]
+    return [_bin("celery"), "-A", CELERY_APP, "worker", "-n", f"{role}@%h", "-E",
+            "--loglevel", settings.log_level, *options]
+
+
+def run_web(settings: Settings) -> None:
+    bind = f"{settings.web_host}:{settings.port}"
+    os.execv(_bin("gunicorn"), [_bin("gunicorn"), "-w", "1", "--threads", "100", "-b", bind,
+                                "--log-level", settings.log_level.lower(), "trafficrisk.web.wsgi:app"])
+
+
+def run_flower(settings: Settings) -> None:
+    if settings.dashboard_password is None:
+        raise SettingsError(
+            "TRAFFICRISK_DASHBOARD_PASSWORD: must be set; Flower is never served without auth")
+    # Through the environment, not argv: argv is visible to every user in `ps`.
+    os.environ["FLOWER_BASIC_AUTH"] = "admin:" + settings.dashboard_password.get_secret_value()
+    os.execv(_bin("celery"), [_bin("celery"), "-A", CELERY_APP, "flower", f"--port={settings.flower_port}",
+                              f"--address={settings.web_host}"])
+
+
+def check(settings: Settings) -> None:
+    from trafficrisk.workers.camera_file import CameraFileError, load_cameras
+
+    try:
+        cameras = load_cameras(settings.cameras_file)
+    except CameraFileError as error:
+        raise SettingsError(str(error)) from None
+    print(f"ok: {len(cameras)} cameras in {settings.cameras_file}; "
+          f"LLM {'on' if settings.is_llm_enabled else 'off (rules only)'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trafficrisk", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the whole fleet locally (starts Redis when needed)")
+    commands.add_parser("check", help="validate the settings and the cameras file")
+    commands.add_parser("capture", help="the capture process")
+    commands.add_parser("web", help="the dashboard and REST API (gunicorn)")
+    commands.add_parser("flower", help="Flower, behind basic auth")
+    worker = commands.add_parser("worker", help="a Celery worker for one role")
+    worker.add_argument("role", choices=sorted(WORKER_ROLES))
+    commands.add_parser("llm-sim", help="the OpenAI-compatible LLM simulator", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["llm-sim"]:
+        from trafficrisk import llm_sim
+
+        llm_sim.main(argv[1:])
+        return
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from trafficrisk import localrun
+
+        localrun.main()
+        return
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        _dispatch(args, settings)
+    except SettingsError as error:
+        print(f"trafficrisk: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "check":
+        check(settings)
+    elif args.command == "capture":
+        check(settings)
+        run_capture(settings)
+    elif args.command == "web":
+        run_web(settings)
+    elif args.command == "flower":
+        run_flower(settings)
+    elif args.command == "worker":
+        command = worker_command(args.role, settings)
+        os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

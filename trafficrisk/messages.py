@@ -1,0 +1,208 @@
+"""Every message that crosses a process boundary: small, frozen, JSON-only.
+
+numpy stays inside a stage; what lands here is plain floats, ints and strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-safe dict that Celery and Socket.IO carry."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any] | str | bytes) -> Self:
+        if isinstance(data, str | bytes):
+            return cls.model_validate_json(data)
+        return cls.model_validate(data)
+
+
+class RiskLevel(StrEnum):
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_ORDER.index(self)
+
+    @classmethod
+    def highest(cls, levels: list[RiskLevel]) -> RiskLevel:
+        return max(levels, key=lambda level: level.rank, default=cls.NONE)
+
+
+_RISK_ORDER = [RiskLevel.NONE, RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH]
+
+
+class VerdictSource(StrEnum):
+    LLM = "llm"
+    CACHE = "cache"
+    RULES = "rules"
+    FALLBACK = "fallback"
+
+
+class CameraState(StrEnum):
+    ONLINE = "online"
+    CONNECTING = "connecting"
+    OFFLINE = "offline"
+
+
+class Camera(Message):
+    """One camera as configured in the YAML file or through the REST API."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str = Field(min_length=1)
+    name: str = ""
+    sample_fps: float = Field(1.0, ge=0.1, le=15)
+    enabled: bool = True
+    loop: bool = True
+
+
+class FrameRef(Message):
+    """A sampled frame: the JPEG itself waits in Redis under `frame_key`."""
+
+    camera_id: str
+    seq: int = Field(ge=0)
+    captured_at: float
+    frame_key: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+    @property
+    def frame_id(self) -> str:
+        return f"{self.camera_id}:{self.seq}"
+
+
+class Box(Message):
+    """Pixel corners, x1 < x2 and y1 < y2."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def ground_point(self) -> tuple[float, float]:
+        """Bottom centre: where the road user touches the ground."""
+        return ((self.x1 + self.x2) / 2, self.y2)
+
+    @classmethod
+    def union(cls, boxes: list[Box]) -> Box:
+        return cls(
+            x1=min(b.x1 for b in boxes),
+            y1=min(b.y1 for b in boxes),
+            x2=max(b.x2 for b in boxes),
+            y2=max(b.y2 for b in boxes),
+        )
+
+
+class Detection(Message):
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    box: Box
+
+
+class Verdict(Message):
+    """A risk verdict. The LLM fills every field but `source`, which we add.
+
+    This one model renders the schema in the prompt (`llm_schema`) and validates replies.
+    """
+
+    risk_level: RiskLevel
+    risk_type: str = Field(max_length=60)
+    confidence: float = Field(ge=0, le=1)
+    reason: str = Field(max_length=400)
+    source: VerdictSource = VerdictSource.LLM
+
+    @classmethod
+    def llm_schema(cls) -> dict[str, Any]:
+        schema = cls.model_json_schema()
+        schema["properties"].pop("source")
+        schema["required"] = ["risk_level", "risk_type", "confidence", "reason"]
+        schema["additionalProperties"] = False
+        return schema
+
+
+class Group(Message):
+    """Road users that interact, with the rules' opinion of them."""
+
+    group_id: str
+    members: tuple[int, ...]
+    labels: tuple[str, ...]
+    box: Box
+    prescore: float = Field(ge=0, le=1)
+    rules_verdict: Verdict
+
+
+class AssessRequest(Message):
+    """What an assess task needs: the group, its crop's Redis key and the scene."""
+
+    frame: FrameRef
+    group: Group
+    crop_key: str
+
+
+class Assessment(Message):
+    """What an assess task returns into the chord, success or not."""
+
+    group_id: str
+    verdict: Verdict
+    latency_s: float = 0.0
+    error: str | None = None
+
+
+class AssessedGroup(Message):
+    group: Group
+    verdict: Verdict
+
+
+class FrameResult(Message):
+    camera_id: str
+    frame_id: str
+    seq: int
+    captured_at: float
+    processed_at: float
+    width: int
+    height: int
+    detector: str
+    llm_enabled: bool
+    detections: tuple[Detection, ...]
+    groups: tuple[AssessedGroup, ...]
+    risk_level: RiskLevel
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class Alert(Message):
+    alert_id: str
+    camera_id: str
+    frame_id: str
+    created_at: float
+    risk_level: RiskLevel
+    risk_type: str
+    reason: str
+    source: VerdictSource
+    group_id: str
+
+
+class CameraStatus(Message):
+    camera_id: str
+    state: CameraState
+    reason: str = ""
+    updated_at: float

@@ -1,0 +1,112 @@
+"""The one settings object, read once from `TRAFFICRISK_*` environment variables.
+
+A bad value stops start-up with one line naming the variable (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TRAFFICRISK_"
+
+
+class SettingsError(SystemExit):
+    """A configuration problem; its message is one line that names the culprit."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cameras_file: Path = Path("cameras.yaml")
+
+    model: str = "auto"
+    device: str = "auto"
+    detect_confidence: float = Field(0.35, gt=0, lt=1)
+
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    llm_rpm_per_key: int = Field(60, gt=0)
+    llm_tpm_per_key: int = Field(100_000, gt=0)
+    llm_concurrency: int = Field(100, gt=0)
+    llm_timeout_s: float = Field(30.0, gt=0)
+    llm_max_tokens: int = Field(300, gt=0)
+    # Groups whose rules pre-score reaches this go to the LLM; above `llm_high_priority_score`
+    # they go to llm.high.
+    llm_gate_score: float = Field(0.4, ge=0, le=1)
+    llm_high_priority_score: float = Field(0.6, ge=0, le=1)
+
+    api_token: SecretStr | None = None
+    dashboard_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    web_host: str = "127.0.0.1"
+    flower_port: int = Field(5555, gt=0, lt=65536)
+    port: int = Field(5000, gt=0, lt=65536, validation_alias=AliasChoices("PORT", "TRAFFICRISK_PORT"))
+
+    frame_ttl_s: int = Field(120, gt=0)
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    history_length: int = Field(1000, gt=0)
+    alerts_length: int = Field(5000, gt=0)
+    alert_level: str = Field("high", pattern="^(low|medium|high)$")
+    result_expires_s: int = Field(3600, gt=0)
+    visibility_timeout_s: int = Field(7200, gt=0)
+    camera_sync_s: float = Field(2.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("llm_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("llm_base_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def is_llm_enabled(self) -> bool:
+        return self.llm_base_url is not None
+
+
+SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key"})
+
+
+def _env_name(field: str) -> str:
+    return "PORT" if field == "PORT" else ENV_PREFIX + field.upper()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    line = f"{_env_name(field)}: {first['msg']}"
+    # Never echo a secret back, not even a malformed one.
+    if field not in SECRET_FIELDS and "input" in first and isinstance(first["input"], str | int | float):
+        line += f" (got {first['input']!r})"
+    return line
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or SettingsError with one clear line."""
+    known = {_env_name(name) for name in Settings.model_fields} | {"TRAFFICRISK_PORT"}
+    unknown = sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in known)
+    if unknown:
+        raise SettingsError(f"{unknown[0]}: unknown setting (the README lists the known ones)")
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

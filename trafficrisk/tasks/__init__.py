@@ -1,0 +1,1 @@
+"""Thin Celery tasks; the logic they call lives in trafficrisk.workers."""

@@ -1,0 +1,9 @@
+"""The Celery application every worker, the capture process and Flower share."""
+
+from celery import Celery
+
+app = Celery(
+    "trafficrisk",
+    include=["trafficrisk.tasks.detect", "trafficrisk.tasks.assess", "trafficrisk.tasks.aggregate"],
+)
+app.config_from_object("trafficrisk.celeryconfig")

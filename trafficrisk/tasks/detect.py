@@ -1,0 +1,103 @@
+"""detect: one sampled frame in, groups out; risky groups fan out to the LLM in a chord."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import chord
+from celery.signals import celeryd_after_setup, worker_process_init
+
+from trafficrisk.celeryconfig import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
+from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
+from trafficrisk.runtime import get_store
+from trafficrisk.settings import get_settings
+from trafficrisk.tasks.aggregate import aggregate_frame
+from trafficrisk.tasks.app import app
+from trafficrisk.tasks.assess import assess_group
+from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
+from trafficrisk.workers.detection import load_detector
+from trafficrisk.workers.rules import LlmGate
+
+log = logging.getLogger(__name__)
+
+_analyzer: FrameAnalyzer | None = None
+_analyzer_lock = threading.Lock()
+_is_detect_worker = False
+
+
+def get_analyzer() -> FrameAnalyzer:
+    """The process's analyzer; the model loads once, on first use or at process start."""
+    global _analyzer
+    with _analyzer_lock:
+        if _analyzer is None:
+            settings = get_settings()
+            detector = load_detector(settings.model, settings.device, settings.detect_confidence)
+            gate = LlmGate(settings.llm_gate_score, settings.llm_high_priority_score)
+            _analyzer = FrameAnalyzer(detector, gate, settings.jpeg_quality)
+        return _analyzer
+
+
+@celeryd_after_setup.connect
+def _note_detect_worker(sender: str, instance: Any, **_: Any) -> None:
+    global _is_detect_worker
+    _is_detect_worker = DETECT_QUEUE in instance.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    # In the pool child, never the parent: CUDA must not be touched before fork.
+    if _is_detect_worker:
+        get_analyzer()
+
+
+@app.task(name="trafficrisk.detect", ignore_result=True)
+def detect_frame(frame_ref: dict[str, Any]) -> None:
+    ref = FrameRef.from_wire(frame_ref)
+    started = time.time()
+    jpeg = get_store().get_blob(ref.frame_key)
+    if jpeg is None:
+        log.warning("frame %s expired before detection; skipped", ref.frame_id)
+        return
+    settings = get_settings()
+    try:
+        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled)
+    except FrameDecodeError:
+        log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
+        return
+    analysis.timings["queue_wait_s"] = round(started - ref.captured_at, 4)
+    dispatch(ref, analysis)
+
+
+def draft_result(ref: FrameRef, analysis: FrameAnalysis) -> FrameResult:
+    """The frame's result with the rules' verdicts; the LLM's replace them in aggregate."""
+    settings = get_settings()
+    return FrameResult(
+        camera_id=ref.camera_id, frame_id=ref.frame_id, seq=ref.seq, captured_at=ref.captured_at,
+        processed_at=time.time(), width=ref.width, height=ref.height,
+        detector=get_analyzer().detector.name, llm_enabled=settings.is_llm_enabled,
+        detections=analysis.detections,
+        groups=tuple(AssessedGroup(group=g, verdict=g.rules_verdict) for g in analysis.groups),
+        risk_level=RiskLevel.highest([g.rules_verdict.risk_level for g in analysis.groups]),
+        timings=analysis.timings,
+    )
+
+
+def dispatch(ref: FrameRef, analysis: FrameAnalysis) -> None:
+    """Chord the flagged groups through assess into aggregate; else straight to aggregate."""
+    draft = draft_result(ref, analysis).to_wire()
+    if not analysis.crops:
+        aggregate_frame.apply_async(args=[[], draft])
+        return
+    store, gate = get_store(), get_analyzer().gate
+    header = []
+    for group in analysis.groups:
+        if group.group_id not in analysis.crops:
+            continue
+        key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
+        request = AssessRequest(frame=ref, group=group, crop_key=key)
+        queue = LLM_HIGH_QUEUE if gate.is_high_priority(group.prescore) else LLM_LOW_QUEUE
+        header.append(assess_group.s(request.to_wire()).set(queue=queue))
+    chord(header)(aggregate_frame.s(draft))

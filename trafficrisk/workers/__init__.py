@@ -1,0 +1,1 @@
+"""Plain-Python engines: no celery, redis or flask imports here."""

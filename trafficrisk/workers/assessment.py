@@ -1,0 +1,47 @@
+"""One group's verdict: the LLM's when it answers, the rules' (as a fallback) when not.
+
+Never raises: a chord fires only when every header task succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from trafficrisk.messages import Assessment, AssessRequest
+from trafficrisk.workers.llm import LlmClient, LlmError, describe_group, fallback_verdict
+
+log = logging.getLogger(__name__)
+
+
+def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None) -> Assessment:
+    group, frame = request.group, request.frame
+    if client is None:
+        return Assessment(group_id=group.group_id, verdict=group.rules_verdict)
+    if crop is None:
+        return _fallback(request, "crop expired before assessment")
+    started = time.perf_counter()
+    try:
+        verdict, _usage = client.assess(crop, describe_group(group, frame.width, frame.height))
+    except LlmError as error:
+        log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
+        return _fallback(request, error.reason, time.perf_counter() - started)
+    return Assessment(group_id=group.group_id, verdict=verdict,
+                      latency_s=round(time.perf_counter() - started, 4))
+
+
+def _fallback(request: AssessRequest, reason: str, latency_s: float = 0.0) -> Assessment:
+    group = request.group
+    return Assessment(group_id=group.group_id, verdict=fallback_verdict(group.rules_verdict, reason),
+                      latency_s=round(latency_s, 4), error=reason)
+
+
+def assess_safely(request: AssessRequest, load_crop: Callable[[str], bytes | None],
+                  client: LlmClient | None) -> Assessment:
+    """`assess`, with anything unexpected (Redis down, a bug) turned into a fallback."""
+    try:
+        return assess(request, load_crop(request.crop_key), client)
+    except Exception as error:
+        log.exception("frame %s group %s: assessment failed", request.frame.frame_id, request.group.group_id)
+        return _fallback(request, f"internal error: {type(error).__name__}")

@@ -1,0 +1,129 @@
+"""Everything the fleet keeps in Redis, behind one class, with every key named here.
+
+The Redis client is handed in (a `redis.Redis` with bytes responses); this module
+imports no redis itself so that it stays plain Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trafficrisk.messages import Alert, Camera, CameraStatus, FrameResult, RiskLevel
+
+PREFIX = "tr:"
+CAMERAS_KEY = PREFIX + "cameras"
+STATUS_KEY = PREFIX + "camera_status"
+ALERTS_KEY = PREFIX + "alerts"
+
+# Replace the latest result only with a newer frame of the same camera, atomically,
+# so that results finishing out of order never move "latest" backwards.
+_SET_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'seq')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'result', ARGV[2])
+return 1
+"""
+
+
+def frame_key(camera_id: str, seq: int) -> str:
+    return f"{PREFIX}frame:{camera_id}:{seq}"
+
+
+def crop_key(frame_id: str, group_id: str) -> str:
+    return f"{PREFIX}crop:{frame_id}:{group_id}"
+
+
+def latest_key(camera_id: str) -> str:
+    return f"{PREFIX}latest:{camera_id}"
+
+
+def history_key(camera_id: str) -> str:
+    return f"{PREFIX}history:{camera_id}"
+
+
+class Store:
+    def __init__(self, client: Any, *, frame_ttl_s: int = 120, history_length: int = 1000,
+                 alerts_length: int = 5000) -> None:
+        self.client = client
+        self.frame_ttl_s = frame_ttl_s
+        self.history_length = history_length
+        self.alerts_length = alerts_length
+        self._set_if_newer = client.register_script(_SET_IF_NEWER)
+
+    # Frames and crops: short-lived JPEG blobs that only their key travels for.
+    def put_frame(self, camera_id: str, seq: int, jpeg: bytes) -> str:
+        key = frame_key(camera_id, seq)
+        self.client.set(key, jpeg, ex=self.frame_ttl_s)
+        return key
+
+    def put_crop(self, frame_id: str, group_id: str, jpeg: bytes) -> str:
+        key = crop_key(frame_id, group_id)
+        self.client.set(key, jpeg, ex=self.frame_ttl_s)
+        return key
+
+    def next_seq(self, camera_id: str) -> int:
+        """The camera's next frame number; monotonic across capture restarts."""
+        return int(self.client.incr(f"{PREFIX}seq:{camera_id}"))
+
+    def get_blob(self, key: str) -> bytes | None:
+        blob: bytes | None = self.client.get(key)
+        return blob
+
+    # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
+    def list_cameras(self) -> list[Camera]:
+        raw = self.client.hgetall(CAMERAS_KEY)
+        return sorted((Camera.from_wire(v) for v in raw.values()), key=lambda c: c.id)
+
+    def get_camera(self, camera_id: str) -> Camera | None:
+        raw = self.client.hget(CAMERAS_KEY, camera_id)
+        return Camera.from_wire(raw) if raw else None
+
+    def put_camera(self, camera: Camera) -> None:
+        self.client.hset(CAMERAS_KEY, camera.id, camera.model_dump_json())
+
+    def delete_camera(self, camera_id: str) -> bool:
+        removed = self.client.hdel(CAMERAS_KEY, camera_id)
+        self.client.hdel(STATUS_KEY, camera_id)
+        return bool(removed)
+
+    def put_status(self, status: CameraStatus) -> None:
+        self.client.hset(STATUS_KEY, status.camera_id, status.model_dump_json())
+
+    def statuses(self) -> dict[str, CameraStatus]:
+        raw = self.client.hgetall(STATUS_KEY)
+        return {k.decode(): CameraStatus.from_wire(v) for k, v in raw.items()}
+
+    # Results: latest per camera, a capped history stream, alerts.
+    def save_result(self, result: FrameResult) -> bool:
+        """Store a result; True when it became the camera's latest."""
+        payload = result.model_dump_json()
+        became_latest = bool(self._set_if_newer(keys=[latest_key(result.camera_id)],
+                                                args=[result.seq, payload]))
+        self.client.xadd(history_key(result.camera_id), {"result": payload},
+                         maxlen=self.history_length, approximate=True)
+        return became_latest
+
+    def latest(self, camera_id: str) -> FrameResult | None:
+        raw = self.client.hget(latest_key(camera_id), "result")
+        return FrameResult.from_wire(raw) if raw else None
+
+    def history(self, camera_id: str, count: int = 50) -> list[FrameResult]:
+        entries = self.client.xrevrange(history_key(camera_id), count=count)
+        return [FrameResult.from_wire(fields[b"result"]) for _, fields in entries]
+
+    def add_alert(self, alert: Alert) -> bool:
+        """Store an alert; False when that very alert was already there (a redelivery)."""
+        added = self.client.zadd(ALERTS_KEY, {alert.model_dump_json(): alert.created_at})
+        self.client.zremrangebyrank(ALERTS_KEY, 0, -self.alerts_length - 1)
+        return bool(added)
+
+    def alerts(self, *, camera_id: str | None = None, level: RiskLevel | None = None,
+               since: float | None = None, limit: int = 100) -> list[Alert]:
+        """Newest first, filtered by camera, minimum level and creation time."""
+        low = since if since is not None else "-inf"
+        raw = self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low)
+        alerts = (Alert.from_wire(item) for item in raw)
+        chosen = [a for a in alerts
+                  if (camera_id is None or a.camera_id == camera_id)
+                  and (level is None or a.risk_level.rank >= level.rank)]
+        return chosen[:limit]
