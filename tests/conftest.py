@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -61,3 +65,43 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushall()
     yield redis_server
     client.close()
+
+
+class LlmSim:
+    """The project's LLM simulator as a real subprocess on a free port."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trafficrisk.llm_sim", "--port", "0", "--seed", "1", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"LLM simulator did not start: {line!r}")
+        self.url = line.split()[1]
+        self.base = self.url.removesuffix("/v1")
+
+    def configure(self, **changes: float) -> None:
+        defaults = {"error_rate": 0.0, "timeout_rate": 0.0, "malformed_rate": 0.0}
+        response = requests.post(f"{self.base}/sim/config", json={**defaults, **changes}, timeout=10)
+        response.raise_for_status()
+
+    def report(self) -> dict[str, Any]:
+        data: dict[str, Any] = requests.get(f"{self.base}/sim/report", timeout=10).json()
+        return data
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def llm_sim() -> Iterator[LlmSim]:
+    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.2")
+    yield sim
+    sim.stop()

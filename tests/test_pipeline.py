@@ -8,7 +8,6 @@ Results must land in Redis and reach a Socket.IO client; every LLM outcome must 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import redis
 import requests
 import socketio
-from conftest import SAMPLE_VIDEO, free_port, wait_for_port
+from conftest import SAMPLE_VIDEO, LlmSim, free_port, wait_for_port
 
 from trafficrisk.messages import CameraState, FrameResult
 from trafficrisk.workers.store import Store
@@ -37,18 +36,13 @@ ROLES = ("detect", "assess", "aggregate")
 class Fleet:
     env: dict[str, str]
     web_url: str
-    llm_url: str
+    llm: LlmSim
     store: Store
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def api(self, path: str) -> requests.Response:
         return requests.get(self.web_url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
-
-    def configure_llm(self, **config: float) -> None:
-        base = self.llm_url.removesuffix("/v1")
-        response = requests.post(f"{base}/sim/config", json=config, timeout=10)
-        response.raise_for_status()
 
     def log_tails(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
@@ -63,18 +57,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, fleet: F
         time.sleep(0.25)
     detail = fleet.log_tails() if fleet else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
-
-
-def start_llm_sim(logs: Path) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trafficrisk.llm_sim", "--port", "0", "--latency-min", "0.05",
-         "--latency-max", "0.2", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=(logs / "llm-sim.log").open("wb"))
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline().decode() if ready else ""
-    assert line.startswith("READY "), f"simulator did not start: {line!r}"
-    return proc, line.split()[1]
 
 
 def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> dict[str, str]:
@@ -107,9 +89,9 @@ def write_cameras(path: Path) -> None:
 
 
 def start(fleet: Fleet, name: str, *args: str) -> None:
-    log = (fleet.logs / f"{name}.log").open("wb")
-    fleet.procs[name] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", *args], env=fleet.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with (fleet.logs / f"{name}.log").open("wb") as log:
+        fleet.procs[name] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", *args], env=fleet.env,
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -131,9 +113,9 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     logs = tmp_path_factory.mktemp("fleet-logs")
     cameras = logs / "cameras.yaml"
     write_cameras(cameras)
-    sim, llm_url = start_llm_sim(logs)
+    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.2")
     port = free_port()
-    fleet = Fleet(fleet_env(redis_server, llm_url, cameras, port), f"http://127.0.0.1:{port}", llm_url,
+    fleet = Fleet(fleet_env(redis_server, sim.url, cameras, port), f"http://127.0.0.1:{port}", sim,
                   Store(client), logs)
     try:
         for role in ROLES:
@@ -144,8 +126,8 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield fleet
     finally:
         stop_all(fleet.procs)
-        sim.terminate()
-        sim.wait(10)
+        sim.stop()
+        client.close()
 
 
 def newest_result(fleet: Fleet, after: float) -> FrameResult | None:
@@ -202,7 +184,7 @@ def test_dead_camera_is_offline_while_the_other_works(fleet: Fleet) -> None:
     ids=["valid", "http-500", "malformed", "timeout"],
 )
 def test_every_llm_outcome_lands(fleet: Fleet, sim_config: dict[str, float], source: str) -> None:
-    fleet.configure_llm(error_rate=0.0, malformed_rate=0.0, timeout_rate=0.0, **sim_config)
+    fleet.llm.configure(**sim_config)
     since = time.time() + 0.5  # frames captured before the switch may still be in flight
 
     def assessed_groups() -> list[Any]:
@@ -214,3 +196,20 @@ def test_every_llm_outcome_lands(fleet: Fleet, sim_config: dict[str, float], sou
     if source == "fallback":
         assert verdict.reason.startswith("LLM unavailable")
         assert verdict.risk_level == groups[0].group.rules_verdict.risk_level
+
+
+@pytest.mark.parametrize(
+    ("auth", "refused"),
+    [(None, True), ({"token": "wrong"}, True), ({"token": TOKEN}, False)],
+)
+def test_socketio_needs_auth(fleet: Fleet, auth: dict[str, str] | None, refused: bool) -> None:
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(fleet.web_url, auth=auth, wait_timeout=10)
+    except socketio.exceptions.ConnectionError as error:
+        assert refused, f"refused a valid token: {error}"
+        return
+    finally:
+        if client.connected:
+            client.disconnect()
+    assert not refused, "an unauthenticated Socket.IO connection was accepted"

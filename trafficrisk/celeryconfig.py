@@ -2,15 +2,10 @@
 
 from kombu import Queue
 
+from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE, LLM_LOW_QUEUE, QUEUES
 from trafficrisk.settings import get_settings
 
 _settings = get_settings()
-
-DETECT_QUEUE = "detect"
-LLM_HIGH_QUEUE = "llm.high"
-LLM_LOW_QUEUE = "llm.low"
-AGGREGATE_QUEUE = "aggregate"
-QUEUES = (DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE, AGGREGATE_QUEUE)
 
 broker_url = _settings.redis_url
 result_backend = _settings.redis_url

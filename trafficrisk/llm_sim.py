@@ -1,0 +1,212 @@
+"""The project's OpenAI-compatible LLM simulator, for tests and benchmarks.
+
+    trafficrisk llm-sim --port 8001 --latency-min 2 --latency-max 10 --error-rate 0.05
+
+One asyncio loop, so hundreds of slow requests in flight cost next to nothing. It
+answers chat completions with a verdict derived from the prompt's rules pre-score,
+injects HTTP 500s, hangs (timeouts) and malformed replies at configurable rates,
+and reports what it saw at GET /sim/report. POST /sim/config changes its behaviour
+at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+from trafficrisk.messages import RiskLevel, Verdict
+
+_PRESCORE = re.compile(r"pre-score: ([0-9.]+)")
+TOKENS_PER_IMAGE = 85
+
+
+@dataclass
+class SimConfig:
+    latency_min: float = 2.0
+    latency_max: float = 10.0
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    malformed_rate: float = 0.0
+    hang_s: float = 600.0
+
+    def update(self, changes: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        for name, value in changes.items():
+            setattr(self, name, float(value))
+
+
+@dataclass
+class SimReport:
+    requests: int = 0
+    in_flight: int = 0
+    concurrent_peak: int = 0
+    errors_500: int = 0
+    timeouts: int = 0
+    malformed: int = 0
+    rejected_400: int = 0
+    per_key: Counter[str] = field(default_factory=Counter)
+    per_minute: Counter[int] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["per_key"] = dict(self.per_key)
+        data["per_minute"] = {str(k): v for k, v in sorted(self.per_minute.items())}
+        return data
+
+
+def mask_key(authorization: str) -> str:
+    key = authorization.removeprefix("Bearer ").strip()
+    return f"...{key[-4:]}" if key else "(none)"
+
+
+def verdict_for(text: str) -> Verdict:
+    """A plausible, deterministic verdict: the rules pre-score sets the level."""
+    match = _PRESCORE.search(text)
+    score = float(match.group(1)) if match else 0.0
+    level = next((lvl for floor, lvl in ((0.6, RiskLevel.HIGH), (0.4, RiskLevel.MEDIUM), (0.2, RiskLevel.LOW))
+                  if score >= floor), RiskLevel.NONE)
+    return Verdict(risk_level=level, risk_type="simulated interaction", confidence=0.8,
+                   reason=f"simulated verdict for pre-score {score:.2f}")
+
+
+def _prompt_parts(body: dict[str, Any]) -> tuple[str, int]:
+    """All text of the request and its number of images."""
+    texts, images = [], 0
+    for message in body["messages"]:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if part.get("type") == "image_url":
+                images += 1
+            else:
+                texts.append(str(part.get("text", "")))
+    return "\n".join(texts), images
+
+
+def _completion(model: str, content: str, prompt_tokens: int) -> dict[str, Any]:
+    completion_tokens = max(1, len(content) // 4)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class Simulator:
+    def __init__(self, config: SimConfig, seed: int | None = None) -> None:
+        self.config = config
+        self.report = SimReport()
+        self.random = random.Random(seed)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            text, images = _prompt_parts(body)
+            model = str(body["model"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.report.rejected_400 += 1
+            return web.json_response({"error": {"message": "body must be JSON with model and messages"}},
+                                     status=400)
+        if images == 0:
+            self.report.rejected_400 += 1
+            return web.json_response({"error": {"message": "no image_url in the messages"}}, status=400)
+        self._count(request)
+        self.report.in_flight += 1
+        self.report.concurrent_peak = max(self.report.concurrent_peak, self.report.in_flight)
+        try:
+            return await self._answer(model, text, images)
+        finally:
+            self.report.in_flight -= 1
+
+    def _count(self, request: web.Request) -> None:
+        self.report.requests += 1
+        self.report.per_key[mask_key(request.headers.get("Authorization", ""))] += 1
+        self.report.per_minute[int(time.time() // 60)] += 1
+
+    async def _answer(self, model: str, text: str, images: int) -> web.Response:
+        config, draw = self.config, self.random.random()
+        await asyncio.sleep(self.random.uniform(config.latency_min, config.latency_max))
+        if draw < config.error_rate:
+            self.report.errors_500 += 1
+            return web.json_response({"error": {"message": "simulated server error"}}, status=500)
+        draw -= config.error_rate
+        if draw < config.timeout_rate:
+            self.report.timeouts += 1
+            await asyncio.sleep(config.hang_s)
+            return web.json_response({"error": {"message": "simulated hang ended"}}, status=504)
+        draw -= config.timeout_rate
+        content = verdict_for(text).model_dump_json(exclude={"source"})
+        if draw < config.malformed_rate:
+            self.report.malformed += 1
+            content = "Sure! Here is my assessment: the risk is " + content[:20]
+        prompt_tokens = len(text) // 4 + TOKENS_PER_IMAGE * images
+        return web.json_response(_completion(model, content, prompt_tokens))
+
+    async def models(self, _: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "sim-vision", "object": "model"}]})
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        try:
+            self.config.update(await request.json())
+        except (ValueError, TypeError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response(asdict(self.config))
+
+    async def get_report(self, _: web.Request) -> web.Response:
+        return web.json_response(self.report.as_json())
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/sim/config", self.set_config)
+        app.router.add_get("/sim/report", self.get_report)
+        return app
+
+
+async def serve(simulator: Simulator, host: str, port: int) -> None:
+    runner = web.AppRunner(simulator.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"READY http://{host}:{bound}/v1", flush=True)
+    await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="trafficrisk llm-sim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    defaults = SimConfig()
+    for name in ("latency_min", "latency_max", "error_rate", "timeout_rate", "malformed_rate", "hang_s"):
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = SimConfig(args.latency_min, args.latency_max, args.error_rate, args.timeout_rate,
+                       args.malformed_rate, args.hang_s)
+    try:
+        asyncio.run(serve(Simulator(config, args.seed), args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The Flask + Socket.IO application factory."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import redis
+from flask import Flask
+from flask_socketio import SocketIO, emit
+
+from trafficrisk.events import CAMERA_STATUS, SOCKETIO_CHANNEL
+from trafficrisk.settings import Settings, get_settings
+from trafficrisk.web import api, metrics, pages
+from trafficrisk.web.auth import Credentials, is_authorized
+from trafficrisk.workers.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _secret_key(settings: Settings) -> str:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    log.warning("TRAFFICRISK_SECRET_KEY is unset: sessions end whenever the web process restarts")
+    return secrets.token_hex(32)
+
+
+def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=_secret_key(settings), SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", MAX_CONTENT_LENGTH=1024 * 1024)
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    app.extensions["trafficrisk.settings"] = settings
+    app.extensions["trafficrisk.credentials"] = Credentials(settings)
+    app.extensions["trafficrisk.store"] = Store(client, frame_ttl_s=settings.frame_ttl_s,
+                                                history_length=settings.history_length,
+                                                alerts_length=settings.alerts_length)
+    for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint):
+        app.register_blueprint(blueprint)
+    # threading mode: eventlet is unmaintained; gunicorn's gthread worker serves it.
+    socketio = SocketIO(app, async_mode="threading", message_queue=settings.redis_url,
+                        channel=SOCKETIO_CHANNEL)
+    _register_socket_handlers(socketio, app)
+    return app, socketio
+
+
+def _register_socket_handlers(socketio: SocketIO, app: Flask) -> None:
+    @socketio.on("connect")
+    def _connect(auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not is_authorized(token):
+            raise ConnectionRefusedError("authentication required")
+        store: Store = app.extensions["trafficrisk.store"]
+        for status in store.statuses().values():
+            emit(CAMERA_STATUS, status.to_wire())

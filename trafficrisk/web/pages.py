@@ -1,0 +1,56 @@
+"""HTML pages: login, logout and the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+
+from trafficrisk.web.auth import USER, check_csrf, credentials, csrf_token, login_required
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("pages", __name__)
+
+
+@blueprint.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token}
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: never bounce a fresh login to another site.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("pages.dashboard")
+
+
+@blueprint.get("/login")
+def login() -> Any:
+    can_log_in = credentials().password_hash is not None
+    return render_template("login.html", can_log_in=can_log_in, error=None)
+
+
+@blueprint.post("/login")
+def login_submit() -> Any:
+    check_csrf()
+    if not credentials().password_matches(request.form.get("password", "")):
+        log.warning("failed dashboard login from %s", request.remote_addr)
+        return render_template("login.html", can_log_in=True, error="Wrong password."), 401
+    session.clear()
+    session["user"] = USER
+    return redirect(_safe_next(request.args.get("next")))
+
+
+@blueprint.post("/logout")
+def logout() -> Any:
+    check_csrf()
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+@blueprint.get("/")
+@login_required
+def dashboard() -> Any:
+    settings = current_app.extensions["trafficrisk.settings"]
+    return render_template("dashboard.html", llm_enabled=settings.is_llm_enabled)
