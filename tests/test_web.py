@@ -126,7 +126,8 @@ def test_latest_and_frame(client: FlaskClient, store: Store) -> None:
         ("?limit=0", 400, None),
     ],
 )
-def test_alerts_query(client: FlaskClient, store: Store, query: str, status: int, ids: list[str] | None) -> None:
+def test_alerts_query(client: FlaskClient, store: Store, query: str, status: int,
+                      ids: list[str] | None) -> None:
     for n, (camera, level) in enumerate([("a", RiskLevel.MEDIUM), ("b", RiskLevel.HIGH)], start=1):
         store.add_alert(Alert(alert_id=f"{camera}:{n}:g0", camera_id=camera, frame_id=f"{camera}:{n}",
                               created_at=100.0 + n, risk_level=level, risk_type="t", reason="r",

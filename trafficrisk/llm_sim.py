@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import random
 import re
 import time
@@ -202,10 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = SimConfig(args.latency_min, args.latency_max, args.error_rate, args.timeout_rate,
                        args.malformed_rate, args.hang_s)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Simulator(config, args.seed), args.host, args.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

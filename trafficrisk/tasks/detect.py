@@ -10,8 +10,8 @@ from typing import Any
 from celery import chord
 from celery.signals import celeryd_after_setup, worker_process_init
 
-from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
+from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 from trafficrisk.runtime import get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame

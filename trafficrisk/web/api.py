@@ -38,9 +38,8 @@ def _camera_from_body(camera_id: str | None = None) -> Camera | tuple[Response, 
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
-    if camera_id is not None:
-        if body.setdefault("id", camera_id) != camera_id:
-            return _error(400, "id: does not match the camera in the URL")
+    if camera_id is not None and body.setdefault("id", camera_id) != camera_id:
+        return _error(400, "id: does not match the camera in the URL")
     try:
         return Camera.model_validate(body)
     except ValidationError as error:

@@ -17,7 +17,7 @@ blueprint = Blueprint("metrics", __name__)
 
 # kombu keeps each priority band of a Redis queue in its own list: "q" for the
 # default band and "q\x06\x16<n>" for the others.
-_PRIORITY_SUFFIXES = ("",) + tuple(f"\x06\x16{n}" for n in range(1, 10))
+_PRIORITY_SUFFIXES = ("", *tuple(f"\x06\x16{n}" for n in range(1, 10)))
 
 
 def queue_depth(client: Any, queue: str) -> int:
