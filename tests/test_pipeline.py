@@ -213,3 +213,52 @@ def test_socketio_needs_auth(fleet: Fleet, auth: dict[str, str] | None, refused:
         if client.connected:
             client.disconnect()
     assert not refused, "an unauthenticated Socket.IO connection was accepted"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def test_dashboard_shows_live_boxes_in_chromium(fleet: Fleet) -> None:
+    """Log in with real headless Chromium; the tile's frame and overlay update without reload."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium missing: scripts/setup --test installs it")
+        pytest.skip("chromium is not installed (scripts/setup --test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(fleet.web_url + "/")
+        page.fill("input[name=password]", "test-password")
+        page.click("button[type=submit]")
+        tile = page.locator(f"article.tile[data-camera={GOOD}]")
+        tile.locator(".status.online").wait_for(timeout=30_000)
+        first_src = wait_for_frame(tile)
+        page.wait_for_function(
+            "([sel, src]) => document.querySelector(sel).src !== src",
+            arg=[f"article.tile[data-camera={GOOD}] img", first_src], timeout=30_000)
+        drawn = page.evaluate(f"""() => {{
+            const c = document.querySelector('article.tile[data-camera={GOOD}] canvas');
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+            return n; }}""")
+        assert drawn > 500, "no boxes drawn over the frame"
+        assert page.locator(".badge.llm-on").count() == 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        browser.close()
+
+
+def wait_for_frame(tile: Any) -> str:
+    img = tile.locator("img")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        src = img.get_attribute("src") or ""
+        if "frame.jpg?seq=" in src and img.evaluate("i => i.complete && i.naturalWidth > 0"):
+            return src
+        time.sleep(0.2)
+    raise AssertionError("the tile never showed a frame")

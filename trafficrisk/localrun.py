@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,17 @@ def validate(env: dict[str, str]) -> int:
         os.environ.update(saved)
 
 
+def run_procfile(env: dict[str, str], port: int) -> None:
+    """honcho until Ctrl-C or SIGTERM; either way honcho stops every process gracefully."""
+    honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile",
+                               "-p", str(port)], env=env)
+    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
+    try:
+        honcho.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to honcho too
+        honcho.wait(60)
+
+
 def main() -> None:
     redis = None
     try:
@@ -106,13 +118,10 @@ def main() -> None:
         port = validate(env)
         print(f"trafficrisk: dashboard on http://127.0.0.1:{port}/ (user admin; the password is "
               f"TRAFFICRISK_DASHBOARD_PASSWORD in {CREDENTIALS} unless you set it yourself)", flush=True)
-        honcho = str(Path(sys.executable).parent / "honcho")
-        subprocess.run([honcho, "start", "-f", "Procfile", "-p", str(port)], env=env, check=False)
+        run_procfile(env, port)
     except SettingsError as error:
         print(f"trafficrisk: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        pass
     finally:
         if redis is not None:
             redis.terminate()

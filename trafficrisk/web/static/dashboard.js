@@ -59,8 +59,7 @@ function draw(tile) {
   for (const d of result.detections) {
     ctx.strokeStyle = "#4fc3f7";
     ctx.strokeRect(d.box.x1 * sx, d.box.y1 * sy, (d.box.x2 - d.box.x1) * sx, (d.box.y2 - d.box.y1) * sy);
-    ctx.fillStyle = "#4fc3f7";
-    ctx.fillText(`${d.label} ${Math.round(d.confidence * 100)}%`, d.box.x1 * sx + 2, d.box.y1 * sy - 3);
+    label(ctx, `${d.label} ${Math.round(d.confidence * 100)}%`, d.box.x1 * sx, d.box.y1 * sy - 2, "#4fc3f7");
   }
   ctx.lineWidth = 3;
   for (const g of result.groups) {
@@ -70,9 +69,17 @@ function draw(tile) {
     ctx.setLineDash([6, 4]);
     ctx.strokeRect(b.x1 * sx - 4, b.y1 * sy - 4, (b.x2 - b.x1) * sx + 8, (b.y2 - b.y1) * sy + 8);
     ctx.setLineDash([]);
-    ctx.fillStyle = colour;
-    ctx.fillText(`${g.verdict.risk_level} (${g.verdict.source})`, b.x1 * sx - 2, b.y2 * sy + 16);
+    label(ctx, `${g.verdict.risk_level} (${g.verdict.source})`, b.x1 * sx - 4, b.y2 * sy + 18, colour);
   }
+}
+
+// Text on a dark plate, so it stays readable over bright road and sky.
+function label(ctx, text, x, y, colour) {
+  const width = ctx.measureText(text).width + 6;
+  ctx.fillStyle = "rgba(0, 0, 0, 0.65)";
+  ctx.fillRect(x, y - 12, width, 14);
+  ctx.fillStyle = colour;
+  ctx.fillText(text, x + 3, y - 1);
 }
 
 function addAlert(alert) {
