@@ -67,11 +67,10 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
         return
-    analysis.timings["queue_wait_s"] = round(started - ref.captured_at, 4)
-    dispatch(ref, analysis)
+    dispatch(ref, analysis, queue_wait_s=round(started - ref.captured_at, 4))
 
 
-def draft_result(ref: FrameRef, analysis: FrameAnalysis) -> FrameResult:
+def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:
     """The frame's result with the rules' verdicts; the LLM's replace them in aggregate."""
     settings = get_settings()
     return FrameResult(
@@ -81,13 +80,13 @@ def draft_result(ref: FrameRef, analysis: FrameAnalysis) -> FrameResult:
         detections=analysis.detections,
         groups=tuple(AssessedGroup(group=g, verdict=g.rules_verdict) for g in analysis.groups),
         risk_level=RiskLevel.highest([g.rules_verdict.risk_level for g in analysis.groups]),
-        timings=analysis.timings,
+        timings={"queue_wait_s": queue_wait_s, **analysis.timings},
     )
 
 
-def dispatch(ref: FrameRef, analysis: FrameAnalysis) -> None:
+def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> None:
     """Chord the flagged groups through assess into aggregate; else straight to aggregate."""
-    draft = draft_result(ref, analysis).to_wire()
+    draft = draft_result(ref, analysis, queue_wait_s).to_wire()
     if not analysis.crops:
         aggregate_frame.apply_async(args=[[], draft])
         return

@@ -94,6 +94,7 @@ function addAlert(alert) {
   body.textContent = `${alert.risk_type}: ${alert.reason} [${alert.source}]`;
   item.append(head, body);
   list.prepend(item);
+  document.getElementById("no-alerts")?.remove();
   while (list.children.length > 100) list.lastElementChild.remove();
 }
 
