@@ -178,3 +178,11 @@ def test_metrics_report_queue_depth(client: FlaskClient, store: Store) -> None:
     text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
     assert 'queue_depth{queue="detect"} 3.0' in text
     assert 'queue_depth{queue="llm.high"} 0.0' in text
+
+
+def test_metrics_report_dropped_frames(client: FlaskClient, store: Store) -> None:
+    store.count_dropped("backpressure", 3)
+    store.count_dropped("expired")
+    text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    assert 'frames_dropped_total{reason="backpressure"} 3.0' in text
+    assert 'frames_dropped_total{reason="expired"} 1.0' in text

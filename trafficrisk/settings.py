@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     result_expires_s: int = Field(3600, gt=0)
     visibility_timeout_s: int = Field(7200, gt=0)
     camera_sync_s: float = Field(2.0, gt=0)
+    # A capture process owns a camera while it renews that camera's lease; a dead
+    # process's cameras move to the others when its leases run out.
+    capture_lease_s: float = Field(10.0, gt=0)
+    # No new frame for this long (a hung stream) counts as offline, and reconnects.
+    stall_timeout_s: float = Field(10.0, gt=0)
+    # Frames of one camera between capture and aggregate; beyond, beats are skipped.
+    max_in_flight_per_camera: int = Field(2, gt=0)
+    # After the detector flags a possible conflict, sample that camera this fast for a while.
+    burst_fps: float = Field(5.0, ge=0.1, le=15)
+    burst_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("llm_api_keys", mode="before")

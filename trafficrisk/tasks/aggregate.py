@@ -16,6 +16,7 @@ from trafficrisk.workers.aggregation import alerts_for, merge_assessments
 def aggregate_frame(assessments: list[dict[str, Any]], draft: dict[str, Any]) -> None:
     result = merge_assessments(FrameResult.from_wire(draft), [Assessment.from_wire(a) for a in assessments])
     store, events = get_store(), get_events()
+    store.end_flight(result.camera_id, result.frame_id)
     if store.save_result(result):
         events.emit(FRAME_RESULT, result)
     for alert in alerts_for(result, RiskLevel(get_settings().alert_level)):

@@ -57,17 +57,28 @@ def _load_model(**_: Any) -> None:
 def detect_frame(frame_ref: dict[str, Any]) -> None:
     ref = FrameRef.from_wire(frame_ref)
     started = time.time()
-    jpeg = get_store().get_blob(ref.frame_key)
+    store = get_store()
+    jpeg = store.get_blob(ref.frame_key)
     if jpeg is None:
         log.warning("frame %s expired before detection; skipped", ref.frame_id)
+        drop(ref, "expired")
         return
     settings = get_settings()
     try:
         analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled)
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
+        drop(ref, "corrupt")
         return
+    if settings.burst_s > 0 and any(get_analyzer().gate.wants_llm(g.prescore) for g in analysis.groups):
+        store.start_burst(ref.camera_id, settings.burst_s)
     dispatch(ref, analysis, queue_wait_s=round(started - ref.captured_at, 4))
+
+
+def drop(ref: FrameRef, reason: str) -> None:
+    store = get_store()
+    store.count_dropped(reason)
+    store.end_flight(ref.camera_id, ref.frame_id)
 
 
 def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:

@@ -1,23 +1,30 @@
-"""/metrics: Prometheus text, computed from Redis at scrape time."""
+"""/metrics: Prometheus text, computed from Redis at scrape time.
+
+Every process of the fleet writes its counts to Redis, so the web process can
+report for all of them without a Prometheus multiprocess directory.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
 
 from flask import Blueprint, Response
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trafficrisk.messages import CameraState
 from trafficrisk.queues import QUEUES
 from trafficrisk.web.api import store
 from trafficrisk.web.auth import api_auth_required
+from trafficrisk.workers.store import Store
 
 blueprint = Blueprint("metrics", __name__)
 
 # kombu keeps each priority band of a Redis queue in its own list: "q" for the
 # default band and "q\x06\x16<n>" for the others.
-_PRIORITY_SUFFIXES = ("", *tuple(f"\x06\x16{n}" for n in range(1, 10)))
+_PRIORITY_SUFFIXES = ("", *(f"\x06\x16{n}" for n in range(1, 10)))
 
 
 def queue_depth(client: Any, queue: str) -> int:
@@ -27,15 +34,30 @@ def queue_depth(client: Any, queue: str) -> int:
     return sum(cast(list[int], pipe.execute()))
 
 
+class FleetCollector:
+    def __init__(self, fleet_store: Store) -> None:
+        self.store = fleet_store
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        for queue in QUEUES:
+            depth.add_metric([queue], queue_depth(self.store.client, queue))
+        yield depth
+        dropped = CounterMetricFamily("frames_dropped", "Frames sampled but never detected",
+                                      labels=["reason"])
+        for reason, count in sorted(self.store.dropped().items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        statuses = self.store.statuses().values()
+        yield GaugeMetricFamily("cameras_online", "Cameras delivering frames",
+                                value=sum(1 for s in statuses if s.state is CameraState.ONLINE))
+        yield GaugeMetricFamily("cameras_configured", "Cameras configured",
+                                value=len(self.store.list_cameras()))
+
+
 @blueprint.get("/metrics")
 @api_auth_required
 def metrics() -> Response:
-    registry = CollectorRegistry()
-    depth = Gauge("queue_depth", "Messages waiting in a Celery queue", ["queue"], registry=registry)
-    for queue in QUEUES:
-        depth.labels(queue=queue).set(queue_depth(store().client, queue))
-    online = Gauge("cameras_online", "Cameras currently delivering frames", registry=registry)
-    online.set(sum(1 for s in store().statuses().values() if s.state is CameraState.ONLINE))
-    cameras = Gauge("cameras_configured", "Cameras configured", registry=registry)
-    cameras.set(len(store().list_cameras()))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(store()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -76,7 +77,7 @@ class CameraReader:
     """Reads one camera on its own thread; `latest()` is the newest frame."""
 
     def __init__(self, camera: Camera, on_status: StatusCallback, *, timeout_s: float = 5.0,
-                 max_backoff_s: float = 30.0) -> None:
+                 max_backoff_s: float = 5.0) -> None:
         self.camera = camera
         self._on_status = on_status
         self._timeout_s = timeout_s
@@ -112,7 +113,8 @@ class CameraReader:
             except SourceError as error:
                 log.warning("camera %s offline: %s", self.camera.id, error)
                 self._on_status(CameraState.OFFLINE, str(error))
-            self._stop.wait(backoff)
+            # Jitter spreads the retries of many cameras behind one failed switch.
+            self._stop.wait(backoff * random.uniform(0.75, 1.25))
             backoff = min(backoff * 2, self._max_backoff_s)
 
     def _read(self, capture: cv2.VideoCapture) -> None:

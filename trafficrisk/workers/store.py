@@ -14,6 +14,7 @@ PREFIX = "tr:"
 CAMERAS_KEY = PREFIX + "cameras"
 STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
+DROPPED_KEY = PREFIX + "frames_dropped"
 
 # Replace the latest result only with a newer frame of the same camera, atomically,
 # so that results finishing out of order never move "latest" backwards.
@@ -31,6 +32,14 @@ def frame_key(camera_id: str, seq: int) -> str:
 
 def crop_key(frame_id: str, group_id: str) -> str:
     return f"{PREFIX}crop:{frame_id}:{group_id}"
+
+
+def in_flight_key(camera_id: str) -> str:
+    return f"{PREFIX}inflight:{camera_id}"
+
+
+def burst_key(camera_id: str) -> str:
+    return f"{PREFIX}burst:{camera_id}"
 
 
 def latest_key(camera_id: str) -> str:
@@ -68,6 +77,34 @@ class Store:
     def get_blob(self, key: str) -> bytes | None:
         blob: bytes | None = self.client.get(key)
         return blob
+
+    # Backpressure: frames of a camera between capture and aggregate, by frame id. Entries
+    # older than a frame's TTL are forgotten, so a lost task cannot block a camera for good.
+    def in_flight(self, camera_id: str, now: float) -> int:
+        key = in_flight_key(camera_id)
+        self.client.zremrangebyscore(key, "-inf", now - self.frame_ttl_s)
+        return int(self.client.zcard(key))
+
+    def start_flight(self, camera_id: str, frame_id: str, now: float) -> None:
+        key = in_flight_key(camera_id)
+        self.client.zadd(key, {frame_id: now})
+        self.client.expire(key, self.frame_ttl_s)
+
+    def end_flight(self, camera_id: str, frame_id: str) -> None:
+        self.client.zrem(in_flight_key(camera_id), frame_id)
+
+    def count_dropped(self, reason: str, frames: int = 1) -> None:
+        self.client.hincrby(DROPPED_KEY, reason, frames)
+
+    def dropped(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(DROPPED_KEY).items()}
+
+    # Burst: a camera with a possible conflict is sampled faster for a while.
+    def start_burst(self, camera_id: str, seconds: float) -> None:
+        self.client.set(burst_key(camera_id), b"1", px=int(seconds * 1000))
+
+    def is_bursting(self, camera_id: str) -> bool:
+        return bool(self.client.exists(burst_key(camera_id)))
 
     # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
     def list_cameras(self) -> list[Camera]:
