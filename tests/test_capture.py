@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-from conftest import SAMPLE_VIDEO, free_port
 
+from conftest import SAMPLE_VIDEO, free_port
 from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader, mask_url
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, LlmSim, free_port
 
+from conftest import DATA, LlmSim, free_port
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.workers.assessment import assess
 from trafficrisk.workers.llm import LlmClient, LlmError, build_messages, describe_group, parse_verdict

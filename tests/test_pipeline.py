@@ -22,8 +22,8 @@ import pytest
 import redis
 import requests
 import socketio
-from conftest import SAMPLE_VIDEO, LlmSim, free_port, wait_for_port
 
+from conftest import SAMPLE_VIDEO, LlmSim, free_port, wait_for_port
 from trafficrisk.messages import CameraState, FrameResult
 from trafficrisk.workers.store import Store
 
