@@ -224,3 +224,9 @@ def test_import_is_cheap() -> None:
     code = f"import sys, trafficrisk.workers.detection; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_none_detector_finds_nothing_for_benchmarks() -> None:
+    detector = load_detector("none", "cpu", 0.35)
+    assert detector.name == "none"
+    assert detector.detect([np.zeros((4, 4, 3), np.uint8)] * 2) == [[], []]

