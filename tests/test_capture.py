@@ -1,4 +1,4 @@
-"""Camera readers on real sources: the sample video, a dead RTSP port, a missing file."""
+"""Camera readers on real sources: the sample video, snapshots, dead and wrong URLs, bad files."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import SAMPLE_VIDEO, free_port
+from conftest import DATA, SAMPLE_VIDEO, free_port
 from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader, mask_url
 
@@ -70,6 +71,13 @@ class FakeCameraHandler(BaseHTTPRequestHandler):
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="cam"')
             self.end_headers()
+        elif self.path == "/snap.jpg":
+            body = (DATA / "dog.jpg").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/page":
             body = b"<html><body>camera admin page</body></html>"
             self.send_response(200)
@@ -126,3 +134,74 @@ def test_bad_source_is_offline_with_reason(url: str, reason: str, fake_camera: s
     assert found.startswith(reason)
     assert "secret" not in found
     assert reader.latest() is None
+
+
+def test_snapshot_url_is_polled_at_the_sample_rate(fake_camera: str) -> None:
+    statuses = StatusLog()
+    camera = Camera(id="snap", url=f"http://{fake_camera}/snap.jpg", snapshot=True, sample_fps=5)
+    reader = CameraReader(camera, statuses)
+    reader.start()
+    try:
+        statuses.wait_for(CameraState.ONLINE, timeout=10)
+        first = reader.latest()
+        time.sleep(1.0)
+        later = reader.latest()
+    finally:
+        reader.stop()
+    assert first is not None and later is not None
+    assert later.image.shape == (576, 768, 3)  # dog.jpg
+    assert 3 <= later.number - first.number <= 7
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/page", "snapshot from http://{camera}/page is not an image"),
+        ("/protected", "cannot open http://{camera}/protected: wrong or missing credentials (HTTP 401)"),
+        ("/missing", "cannot open http://{camera}/missing: HTTP 404 from the camera URL"),
+    ],
+)
+def test_bad_snapshot_url_is_offline_with_reason(fake_camera: str, path: str, reason: str) -> None:
+    statuses = StatusLog()
+    reader = CameraReader(Camera(id="snap", url=f"http://{fake_camera}{path}", snapshot=True), statuses,
+                          timeout_s=2)
+    reader.start()
+    try:
+        found = statuses.wait_for(CameraState.OFFLINE, timeout=10)
+    finally:
+        reader.stop()
+    assert found == reason.replace("{camera}", fake_camera)
+
+
+def test_corrupt_video_file_is_offline_with_reason(tmp_path: Path) -> None:
+    garbage = tmp_path / "broken.avi"
+    garbage.write_bytes(b"RIFF\x00\x00\x00\x00AVI " + bytes(range(256)) * 64)
+    statuses = StatusLog()
+    reader = CameraReader(Camera(id="broken", url=str(garbage)), statuses)
+    reader.start()
+    try:
+        found = statuses.wait_for(CameraState.OFFLINE, timeout=10)
+    finally:
+        reader.stop()
+    assert found.startswith(f"cannot open {garbage}: not a readable video file") or \
+        found.startswith(f"cannot decode {garbage}")
+
+
+def test_a_file_that_does_not_loop_ends_offline(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (64, 48))
+    for _ in range(5):
+        writer.write(np.full((48, 64, 3), 128, np.uint8))
+    writer.release()
+    statuses = StatusLog()
+    reader = CameraReader(Camera(id="short", url=str(clip), loop=False), statuses)
+    reader.start()
+    try:
+        found = statuses.wait_for(CameraState.OFFLINE, timeout=10)
+    finally:
+        reader.stop()
+    assert found == "end of file (loop is off)"
+    assert [s for s, _ in statuses.entries][:2] == [CameraState.CONNECTING, CameraState.ONLINE]

@@ -64,7 +64,8 @@ class Camera(Message):
     name: str = ""
     sample_fps: float = Field(1.0, ge=0.1, le=15)
     enabled: bool = True
-    loop: bool = True
+    loop: bool = True  # video files: start again at the end
+    snapshot: bool = False  # an HTTP URL that returns one JPEG per request
 
 
 class FrameRef(Message):

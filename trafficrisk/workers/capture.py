@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
+import httpx
 import numpy as np
 
 from trafficrisk.messages import Camera, CameraState
@@ -58,20 +59,116 @@ class SourceError(RuntimeError):
     """A camera could not be opened or read; the message is its status reason."""
 
 
-def open_source(url: str, timeout_s: float) -> cv2.VideoCapture:
-    if is_file_source(url):
-        path = url.removeprefix("file://")
+class SourceEnded(Exception):
+    """A video file that does not loop reached its end."""
+
+
+class FileSource:
+    """A video file played at its own frame rate, as a live camera would deliver it."""
+
+    def __init__(self, path: str, loop: bool, stop: threading.Event) -> None:
         if not Path(path).is_file():
             raise SourceError(f"file not found: {path}")
-        capture = cv2.VideoCapture(path)
-    else:
+        self.capture = cv2.VideoCapture(path)
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise SourceError(f"cannot open {path}: not a readable video file")
+        self.path, self.loop, self.stop = path, loop, stop
+        self.interval = 1.0 / (self.capture.get(cv2.CAP_PROP_FPS) or 10.0)
+        self.next_at = time.monotonic()
+        self.frames = 0
+
+    def read(self) -> np.ndarray:
+        self.stop.wait(max(0.0, self.next_at - time.monotonic()))
+        self.next_at = max(self.next_at + self.interval, time.monotonic() - self.interval)
+        ok, image = self.capture.read()
+        if not ok and self.loop and self.frames > 0:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.capture.read()
+        if not ok or image is None:
+            if not self.loop and self.frames > 0:
+                raise SourceEnded
+            raise SourceError(f"cannot decode {self.path}: corrupt or empty video")
+        self.frames += 1
+        return image
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+class StreamSource:
+    """RTSP or HTTP (MJPEG) through OpenCV's FFmpeg backend, with open and read timeouts."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
         timeout_ms = int(timeout_s * 1000)
-        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
+        self.capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
-    if not capture.isOpened():
-        capture.release()
-        raise SourceError(f"cannot open {mask_url(url)}: {diagnose(url, timeout_s)}")
-    return capture
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise SourceError(f"cannot open {mask_url(url)}: {diagnose(url, timeout_s)}")
+        self.timeout_s = timeout_s
+
+    def read(self) -> np.ndarray:
+        # The decoder hands out frames as they arrive, so reading continuously keeps
+        # its buffer empty: the frame we hold is the newest, not seconds old.
+        ok, image = self.capture.read()
+        if not ok or image is None:
+            raise SourceError(f"stream stalled or ended: no frame within {self.timeout_s:g} s")
+        return image
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+class SnapshotSource:
+    """An HTTP URL that returns one JPEG per request, polled at the camera's sample rate."""
+
+    def __init__(self, url: str, timeout_s: float, interval_s: float, stop: threading.Event) -> None:
+        self.url, self.timeout_s, self.interval_s, self.stop = url, timeout_s, interval_s, stop
+        self.http = httpx.Client(timeout=timeout_s, follow_redirects=True)
+        self.next_at = time.monotonic()
+        try:
+            self.first: np.ndarray | None = self._fetch()
+        except SourceError:
+            self.http.close()
+            raise
+
+    def _fetch(self) -> np.ndarray:
+        try:
+            response = self.http.get(self.url)
+        except httpx.HTTPError:
+            raise self._unavailable() from None
+        if response.status_code != 200:
+            raise self._unavailable()
+        image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"snapshot from {mask_url(self.url)} is not an image")
+        return image
+
+    def _unavailable(self) -> SourceError:
+        return SourceError(f"cannot open {mask_url(self.url)}: {diagnose(self.url, self.timeout_s)}")
+
+    def read(self) -> np.ndarray:
+        if self.first is not None:
+            image, self.first = self.first, None
+            return image
+        self.next_at += self.interval_s
+        self.stop.wait(max(0.0, self.next_at - time.monotonic()))
+        return self._fetch()
+
+    def release(self) -> None:
+        self.http.close()
+
+
+Source = FileSource | StreamSource | SnapshotSource
+
+
+def open_source(camera: Camera, timeout_s: float, stop: threading.Event) -> Source:
+    if camera.snapshot:
+        return SnapshotSource(camera.url, timeout_s, 1.0 / camera.sample_fps, stop)
+    if is_file_source(camera.url):
+        return FileSource(camera.url.removeprefix("file://"), camera.loop, stop)
+    return StreamSource(camera.url, timeout_s)
 
 
 class CameraReader:
@@ -104,46 +201,33 @@ class CameraReader:
         backoff = 1.0
         while not self._stop.is_set():
             self._on_status(CameraState.CONNECTING, "")
+            frames_before = self._number
             try:
-                capture = open_source(self.camera.url, self._timeout_s)
+                source = open_source(self.camera, self._timeout_s, self._stop)
                 try:
-                    self._read(capture)
-                    backoff = 1.0
+                    self._read(source)
                 finally:
-                    capture.release()
+                    source.release()
+            except SourceEnded:
+                self._on_status(CameraState.OFFLINE, "end of file (loop is off)")
+                return
             except SourceError as error:
                 log.warning("camera %s offline: %s", self.camera.id, error)
                 self._on_status(CameraState.OFFLINE, str(error))
+                if self._number > frames_before:
+                    backoff = 1.0  # it delivered a moment ago: retry soon
             # Jitter spreads the retries of many cameras behind one failed switch.
             self._stop.wait(backoff * random.uniform(0.75, 1.25))
             backoff = min(backoff * 2, self._max_backoff_s)
 
-    def _read(self, capture: cv2.VideoCapture) -> None:
-        """Reads until stopped; raises SourceError when the source fails or ends."""
-        is_file = is_file_source(self.camera.url)
-        interval = 1.0 / (capture.get(cv2.CAP_PROP_FPS) or 10.0) if is_file else 0.0
-        next_at = time.monotonic()
-        online = False
+    def _read(self, source: Source) -> None:
+        """Reads until stopped; raises SourceError when the source fails."""
+        image = source.read()
+        log.info("camera %s online: %s", self.camera.id, mask_url(self.camera.url))
+        self._on_status(CameraState.ONLINE, "")
         while not self._stop.is_set():
-            ok, image = capture.read()
-            if not ok and is_file and self.camera.loop and online:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                ok, image = capture.read()
-            if (not ok or image is None) and is_file and not self.camera.loop:
-                self._on_status(CameraState.OFFLINE, "end of file (loop is off)")
-                self._stop.set()
-                return
-            if not ok or image is None:
-                raise SourceError("stream ended" if is_file else "read failed or timed out")
-            if not online:
-                online = True
-                log.info("camera %s online: %s", self.camera.id, mask_url(self.camera.url))
-                self._on_status(CameraState.ONLINE, "")
             self._publish(image)
-            if is_file:
-                # Files play at their own pace, as a live camera would deliver them.
-                next_at += interval
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
+            image = source.read()
 
     def _publish(self, image: np.ndarray) -> None:
         self._number += 1
