@@ -117,6 +117,8 @@ def fake_camera() -> Iterator[str]:
          "cannot open rtsp://no-such-host.invalid/stream: host no-such-host.invalid not found"),
         ("ftp://127.0.0.1/clip", "cannot open ftp://127.0.0.1/clip: invalid URL"),
         ("/nonexistent/clip.avi", "file not found: /nonexistent/clip.avi"),
+        ("/dev/video97", "cannot open /dev/video97: no such video device, or it is busy"),
+        ("device:97", "cannot open device:97: no such video device, or it is busy"),
     ],
 )
 def test_bad_source_is_offline_with_reason(url: str, reason: str, fake_camera: str) -> None:

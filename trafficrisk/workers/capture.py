@@ -44,8 +44,13 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def is_device_source(url: str) -> bool:
+    """A local camera: `/dev/videoN` or `device:N` (OpenCV's index)."""
+    return url.startswith(("/dev/video", "device:"))
+
+
 def is_file_source(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
+    return not is_device_source(url) and ("://" not in url or url.startswith("file://"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,19 @@ class StreamSource:
         self.capture.release()
 
 
+class DeviceSource(StreamSource):
+    """A local camera through V4L2."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        index = url.removeprefix("device:")
+        target: int | str = int(index) if index.isdigit() else url
+        self.capture = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise SourceError(f"cannot open {url}: no such video device, or it is busy")
+        self.timeout_s = timeout_s
+
+
 class SnapshotSource:
     """An HTTP URL that returns one JPEG per request, polled at the camera's sample rate."""
 
@@ -160,12 +178,14 @@ class SnapshotSource:
         self.http.close()
 
 
-Source = FileSource | StreamSource | SnapshotSource
+Source = FileSource | StreamSource | DeviceSource | SnapshotSource
 
 
 def open_source(camera: Camera, timeout_s: float, stop: threading.Event) -> Source:
     if camera.snapshot:
         return SnapshotSource(camera.url, timeout_s, 1.0 / camera.sample_fps, stop)
+    if is_device_source(camera.url):
+        return DeviceSource(camera.url, timeout_s)
     if is_file_source(camera.url):
         return FileSource(camera.url.removeprefix("file://"), camera.loop, stop)
     return StreamSource(camera.url, timeout_s)
