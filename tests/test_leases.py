@@ -47,17 +47,18 @@ def test_preference_differs_between_owners() -> None:
 def test_leases_are_exclusive_and_expire(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     first, second = CameraLeases(client, "first", 0.4), CameraLeases(client, "second", 0.4)
-    assert first.acquire("cam0")
-    assert not second.acquire("cam0")
-    assert second.renew(["cam0"]) == set()
+    assert first.acquire(["cam0"], 1) == ["cam0"]
+    assert second.acquire(["cam0", "cam1", "cam2", "cam3"], 2) == ["cam1", "cam2"]  # cam0 is taken
+    assert second.renew(["cam0", "cam1"]) == {"cam1"}
     assert first.renew(["cam0", "cam1"]) == {"cam0"}
-    second.release("cam0")  # not its lease: nothing happens
-    assert first.owners(["cam0", "cam1"]) == {"cam0": "first", "cam1": None}
+    second.release(["cam0"])  # not its lease: nothing happens
+    assert first.owners(["cam0", "cam3"]) == {"cam0": "first", "cam3": None}
     time.sleep(0.6)  # first stopped renewing
-    assert second.acquire("cam0")
+    assert second.acquire(["cam0"], 5) == ["cam0"]
     assert first.renew(["cam0"]) == set()
-    second.release("cam0")
-    assert second.owners(["cam0"]) == {"cam0": None}
+    second.release(["cam0", "cam1"])
+    assert second.owners(["cam0", "cam1"]) == {"cam0": None, "cam1": None}
+    assert first.acquire([], 3) == [] and first.renew([]) == set()
     client.close()
 
 

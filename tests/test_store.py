@@ -76,9 +76,29 @@ def test_cameras_and_statuses(store: Store) -> None:
     assert store.get_camera("a") is None
 
 
-def test_frames_expire_and_sequences_grow(store: Store) -> None:
+def test_frames_expire(store: Store) -> None:
     key = store.put_frame("cam", 7, b"jpeg")
     assert store.get_blob(key) == b"jpeg"
     assert 0 < store.client.ttl(key) <= 5
-    assert [store.next_seq("cam") for _ in range(3)] == [1, 2, 3]
     assert store.get_blob("tr:frame:none:1") is None
+
+
+def test_backpressure_caps_frames_in_flight(store: Store) -> None:
+    now = 1000.0
+    assert store.reserve_frames(["a", "b"], now, limit=2) == {"a": 1, "b": 1}
+    assert store.reserve_frames(["a"], now, limit=2) == {"a": 2}
+    assert store.reserve_frames(["a", "b"], now, limit=2) == {"a": 0, "b": 2}  # a is full
+    assert store.dropped() == {"backpressure": 1}
+    store.end_flight("a", "a:1")  # aggregate finished a frame
+    assert store.reserve_frames(["a"], now, limit=2) == {"a": 3}
+    # A frame lost on the way is forgotten after the frame TTL (5 s here).
+    assert store.reserve_frames(["b"], now + 6, limit=2) == {"b": 3}
+    assert store.dropped() == {"backpressure": 1}
+
+
+def test_bursts(store: Store) -> None:
+    store.start_burst("a", 0.3)
+    assert store.bursting(["a", "b"]) == {"a"}
+    time.sleep(0.4)
+    assert store.bursting(["a", "b"]) == set()
+    assert store.bursting([]) == set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -31,6 +32,9 @@ from trafficrisk.workers.leases import CameraLeases, plan
 from trafficrisk.workers.store import Store
 
 log = logging.getLogger(__name__)
+
+BURST_POLL_S = 0.5
+MAX_STARTS_PER_SYNC = 20
 
 
 @dataclass
@@ -85,6 +89,11 @@ class CaptureService:
         self.leases = CameraLeases(get_redis(), owner or new_owner_id(), settings.capture_lease_s)
         self.file_watch = CameraFileWatch(settings)
         self.beats: dict[str, CameraBeat] = {}
+        self.bursting: set[str] = set()
+        self.processes = 0  # capture processes alive, as of the last heartbeat
+        self.lost: set[str] = set()  # cameras whose lease renewal failed
+        self.status_updates: queue.SimpleQueue[CameraStatus] = queue.SimpleQueue()
+        self.bursts_checked_at = 0.0
 
     def seed_from_file(self) -> None:
         """Put the YAML file's cameras into Redis, where the API and every process see them."""
@@ -92,6 +101,8 @@ class CaptureService:
 
     def run(self, stop: threading.Event) -> None:
         log.info("capture process %s started", self.leases.owner)
+        keeper = threading.Thread(target=self._keep_leases, args=(stop,), name="lease-keeper", daemon=True)
+        keeper.start()
         next_sync = 0.0
         try:
             while not stop.is_set():
@@ -100,15 +111,24 @@ class CaptureService:
                     self._sync_safely()
                     next_sync = now + self.settings.camera_sync_s
                 self.sample_due(now)
+                self._flush_safely()
                 stop.wait(self._sleep_for(next_sync))
         finally:
-            for camera_id in list(self.beats):
-                self._stop_camera(camera_id)
+            keeper.join(self.settings.camera_sync_s + 5)
+            held = list(self.beats)
+            self._stop_cameras(held)
+            self.leases.release(held)
             self.leases.leave()
 
     def _sleep_for(self, next_sync: float) -> float:
         due = min((b.next_at for b in self.beats.values()), default=next_sync)
         return max(0.005, min(due, next_sync) - time.monotonic())
+
+    def _flush_safely(self) -> None:
+        try:
+            self.flush_statuses()
+        except Exception:  # a missed status is repaired by the next change of that camera
+            log.exception("could not store camera statuses")
 
     def _sync_safely(self) -> None:
         try:
@@ -117,27 +137,40 @@ class CaptureService:
         except Exception:  # keep reading the cameras we have until Redis answers again
             log.exception("could not sync cameras")
 
+    def _keep_leases(self, stop: threading.Event) -> None:
+        """Heartbeat and renew leases on a thread of their own, so that a main loop busy
+        with publishing frames can never let them lapse."""
+        interval = min(self.settings.camera_sync_s, self.settings.capture_lease_s / 3)
+        while not stop.is_set():
+            try:
+                self.processes = self.leases.heartbeat()
+                reading = list(self.beats)
+                self.lost.update(set(reading) - self.leases.renew(reading))
+            except Exception:  # Redis unreachable: leases lapse, and others take over
+                log.exception("could not renew camera leases")
+            stop.wait(interval)
+
     def sync_cameras(self) -> None:
         wanted = {c.id: c for c in self.store.list_cameras() if c.enabled}
-        processes = self.leases.heartbeat()
-        held = self.leases.renew(self.beats)
-        for camera_id in set(self.beats) - held:
-            log.warning("camera %s: lease lost to another process", camera_id)
-            self._stop_camera(camera_id, release=False)
-        for camera_id, beat in list(self.beats.items()):
-            if camera_id in wanted and wanted[camera_id] != beat.reader.camera:
-                self._stop_camera(camera_id, release=False)  # changed: restart with the new config
-                self._start_camera(wanted[camera_id])
-        lease_plan = plan(self.leases.owner, wanted, set(self.beats), processes)
-        for camera_id in lease_plan.release:
-            self._stop_camera(camera_id)
-        missing = lease_plan.missing
-        for camera_id in lease_plan.candidates:
-            if missing <= 0:
-                break
-            if self.leases.acquire(camera_id):
-                self._start_camera(wanted[camera_id])
-                missing -= 1
+        if self.processes == 0:  # before the keeper's first heartbeat
+            self.processes = self.leases.heartbeat()
+        lost = sorted(self.lost & set(self.beats))
+        self.lost.clear()
+        if lost:
+            log.warning("cameras %s: leases lost to another process", ", ".join(lost))
+            self._stop_cameras(lost)
+        changed = [c for c, beat in self.beats.items() if c in wanted and wanted[c] != beat.reader.camera]
+        self._stop_cameras(changed)  # restarted below with the new configuration, lease kept
+        for camera_id in changed:
+            self._start_camera(wanted[camera_id])
+        lease_plan = plan(self.leases.owner, wanted, set(self.beats), self.processes)
+        self._stop_cameras(lease_plan.release)
+        self.leases.release(lease_plan.release)
+        # A few at a time: starting hundreds of readers in one sync takes longer than a
+        # lease lasts on a busy machine, and the leases renewed above would lapse.
+        wanted_now = min(lease_plan.missing, MAX_STARTS_PER_SYNC)
+        for camera_id in self.leases.acquire(lease_plan.candidates, wanted_now):
+            self._start_camera(wanted[camera_id])
 
     def _start_camera(self, camera: Camera) -> None:
         log.info("camera %s: reading %s at %.1f fps", camera.id, mask_url(camera.url), camera.sample_fps)
@@ -146,47 +179,71 @@ class CaptureService:
         self.beats[camera.id] = CameraBeat(reader)
         reader.start()
 
-    def _stop_camera(self, camera_id: str, release: bool = True) -> None:
-        log.info("camera %s: stopping reader", camera_id)
-        self.beats.pop(camera_id).reader.stop()
-        if release:
-            self.leases.release(camera_id)
+    def _stop_cameras(self, camera_ids: list[str]) -> None:
+        """Stop these readers: all asked at once, then waited for."""
+        readers = [self.beats.pop(camera_id).reader for camera_id in camera_ids]
+        for reader in readers:
+            log.info("camera %s: stopping reader", reader.camera.id)
+            reader.request_stop()
+        for reader in readers:
+            reader.stop()
 
     def _report(self, camera_id: str, state: CameraState, reason: str) -> None:
-        if camera_id not in self.beats or self.store.get_camera(camera_id) is None:
-            return  # stopped or removed meanwhile: don't resurrect its status
-        status = CameraStatus(camera_id=camera_id, state=state, reason=reason, updated_at=time.time())
-        self.store.put_status(status)
-        self.events.emit(CAMERA_STATUS, status)
+        # Called on reader threads: queue it; the main loop writes them all in one go,
+        # rather than hundreds of threads each taking a Redis connection.
+        self.status_updates.put(CameraStatus(camera_id=camera_id, state=state, reason=reason,
+                                             updated_at=time.time()))
+
+    def flush_statuses(self) -> None:
+        updates: dict[str, CameraStatus] = {}
+        while not self.status_updates.empty():
+            status = self.status_updates.get_nowait()
+            if status.camera_id in self.beats:  # stopped or removed meanwhile: don't resurrect it
+                updates[status.camera_id] = status
+        if updates:
+            self.store.put_statuses(list(updates.values()))
+            for status in updates.values():
+                self.events.emit(CAMERA_STATUS, status)
 
     def sample_due(self, now: float) -> None:
-        for camera_id, beat in list(self.beats.items()):
+        """Publish the newest frame of every camera whose beat has come."""
+        self._refresh_bursts(now)
+        due: list[tuple[str, CapturedFrame]] = []
+        for camera_id, beat in self.beats.items():
             if now < beat.next_at:
                 continue
             # Keep the cadence; after a long stall, restart it rather than burst to catch up.
             beat.next_at = max(beat.next_at + 1.0 / self._sample_fps(beat.reader.camera), now)
             frame = beat.reader.latest()
-            if frame is None or frame.number == beat.last_number:
-                continue
-            beat.last_number = frame.number
+            if frame is not None and frame.number != beat.last_number:
+                beat.last_number = frame.number
+                due.append((camera_id, frame))
+        if due:
             try:
-                self._publish(camera_id, frame)
+                self._publish(due)
             except Exception:  # Redis or broker hiccup: lose this beat, keep every camera going
-                log.exception("camera %s: could not publish frame", camera_id)
+                log.exception("could not publish %d frames", len(due))
 
     def _sample_fps(self, camera: Camera) -> float:
-        if self.settings.burst_s > 0 and self.store.is_bursting(camera.id):
+        if camera.id in self.bursting:
             return max(camera.sample_fps, self.settings.burst_fps)
         return camera.sample_fps
 
-    def _publish(self, camera_id: str, frame: CapturedFrame) -> None:
-        if self.store.in_flight(camera_id, time.time()) >= self.settings.max_in_flight_per_camera:
-            self.store.count_dropped("backpressure")
-            return
-        seq = self.store.next_seq(camera_id)
-        key = self.store.put_frame(camera_id, seq, encode_jpeg(frame.image, self.settings.jpeg_quality))
-        height, width = frame.image.shape[:2]
-        ref = FrameRef(camera_id=camera_id, seq=seq, captured_at=frame.captured_at, frame_key=key,
-                       width=width, height=height)
-        self.store.start_flight(camera_id, ref.frame_id, time.time())
-        detect_frame.apply_async(args=[ref.to_wire()])
+    def _refresh_bursts(self, now: float) -> None:
+        # One round trip a few times a second for all cameras, not one per beat.
+        if self.settings.burst_s > 0 and now >= self.bursts_checked_at + BURST_POLL_S:
+            self.bursts_checked_at = now
+            self.bursting = self.store.bursting(list(self.beats))
+
+    def _publish(self, due: list[tuple[str, CapturedFrame]]) -> None:
+        """JPEGs to Redis and FrameRefs to `detect` for the due cameras with room in flight."""
+        seqs = self.store.reserve_frames([c for c, _ in due], time.time(),
+                                         self.settings.max_in_flight_per_camera)
+        chosen = [(c, seqs[c], frame) for c, frame in due if seqs[c]]
+        quality = self.settings.jpeg_quality
+        keys = self.store.put_frames([(c, seq, encode_jpeg(f.image, quality)) for c, seq, f in chosen])
+        for (camera_id, seq, frame), key in zip(chosen, keys, strict=True):
+            height, width = frame.image.shape[:2]
+            ref = FrameRef(camera_id=camera_id, seq=seq, captured_at=frame.captured_at, frame_key=key,
+                           width=width, height=height)
+            detect_frame.apply_async(args=[ref.to_wire()])

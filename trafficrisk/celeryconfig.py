@@ -36,5 +36,4 @@ result_backend_transport_options = {"visibility_timeout": _settings.visibility_t
 # Loading a detector can take a while; don't let the pool kill the child for it.
 worker_proc_alive_timeout = 120
 worker_send_task_events = True
-task_send_sent_event = True
 worker_hijack_root_logger = False

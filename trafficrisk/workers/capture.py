@@ -209,6 +209,9 @@ class CameraReader:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
@@ -217,10 +220,16 @@ class CameraReader:
         with self._lock:
             return self._latest
 
+    def _report(self, state: CameraState, reason: str) -> None:
+        try:
+            self._on_status(state, reason)
+        except Exception:  # reporting must never stop the reading
+            log.exception("camera %s: status callback failed", self.camera.id)
+
     def _run(self) -> None:
         backoff = 1.0
         while not self._stop.is_set():
-            self._on_status(CameraState.CONNECTING, "")
+            self._report(CameraState.CONNECTING, "")
             frames_before = self._number
             try:
                 source = open_source(self.camera, self._timeout_s, self._stop)
@@ -229,11 +238,11 @@ class CameraReader:
                 finally:
                     source.release()
             except SourceEnded:
-                self._on_status(CameraState.OFFLINE, "end of file (loop is off)")
+                self._report(CameraState.OFFLINE, "end of file (loop is off)")
                 return
             except SourceError as error:
                 log.warning("camera %s offline: %s", self.camera.id, error)
-                self._on_status(CameraState.OFFLINE, str(error))
+                self._report(CameraState.OFFLINE, str(error))
                 if self._number > frames_before:
                     backoff = 1.0  # it delivered a moment ago: retry soon
             # Jitter spreads the retries of many cameras behind one failed switch.
@@ -244,7 +253,7 @@ class CameraReader:
         """Reads until stopped; raises SourceError when the source fails."""
         image = source.read()
         log.info("camera %s online: %s", self.camera.id, mask_url(self.camera.url))
-        self._on_status(CameraState.ONLINE, "")
+        self._report(CameraState.ONLINE, "")
         while not self._stop.is_set():
             self._publish(image)
             image = source.read()

@@ -22,14 +22,33 @@ from trafficrisk.workers.store import PREFIX
 
 PROCESSES_KEY = PREFIX + "capture:processes"
 
-# Renew or release only a lease we still hold: another process may own it by now.
+# Each script handles all of a process's cameras in one round trip: under load, one
+# call per camera was slow enough for leases to lapse before their renewal.
+# Renew or release only leases we still hold: another process may own them by now.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local held = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held[#held + 1] = i
+  end
+end
+return held
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
 return 0
+"""
+# Take up to ARGV[3] free leases, in the order given.
+_ACQUIRE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  if #taken >= tonumber(ARGV[3]) then break end
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then taken[#taken + 1] = i end
+end
+return taken
 """
 
 
@@ -69,6 +88,7 @@ class CameraLeases:
         self.lease_ms = int(lease_s * 1000)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._acquire = client.register_script(_ACQUIRE)
 
     def heartbeat(self) -> int:
         """Mark this process alive; the number of capture processes alive now."""
@@ -82,14 +102,21 @@ class CameraLeases:
     def renew(self, camera_ids: Iterable[str]) -> set[str]:
         """The cameras among these whose lease we still hold, renewed."""
         ids = list(camera_ids)
-        renewed = [self._renew(keys=[lease_key(c)], args=[self.owner, self.lease_ms]) for c in ids]
-        return {c for c, ok in zip(ids, renewed, strict=True) if ok}
+        held = self._renew(keys=[lease_key(c) for c in ids], args=[self.owner, self.lease_ms]) if ids else []
+        return {ids[i - 1] for i in held}
 
-    def acquire(self, camera_id: str) -> bool:
-        return bool(self.client.set(lease_key(camera_id), self.owner, nx=True, px=self.lease_ms))
+    def acquire(self, camera_ids: Iterable[str], wanted: int) -> list[str]:
+        """Up to `wanted` of these cameras whose lease was free, now ours."""
+        ids = list(camera_ids)
+        if not ids or wanted <= 0:
+            return []
+        taken = self._acquire(keys=[lease_key(c) for c in ids], args=[self.owner, self.lease_ms, wanted])
+        return [ids[i - 1] for i in taken]
 
-    def release(self, camera_id: str) -> None:
-        self._release(keys=[lease_key(camera_id)], args=[self.owner])
+    def release(self, camera_ids: Iterable[str]) -> None:
+        ids = list(camera_ids)
+        if ids:
+            self._release(keys=[lease_key(c) for c in ids], args=[self.owner])
 
     def leave(self) -> None:
         self.client.zrem(PROCESSES_KEY, self.owner)

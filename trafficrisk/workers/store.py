@@ -16,6 +16,29 @@ STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 
+# For each camera: forget stale frames in flight; if there is room, take the next
+# sequence number and mark that frame in flight, else count a backpressure drop.
+_RESERVE = """
+local now, ttl, limit, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local seqs, dropped = {}, 0
+for i = 5, #ARGV do
+  local camera = ARGV[i]
+  local flights = prefix .. 'inflight:' .. camera
+  redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - ttl)
+  if redis.call('ZCARD', flights) < limit then
+    local seq = redis.call('INCR', prefix .. 'seq:' .. camera)
+    redis.call('ZADD', flights, now, camera .. ':' .. seq)
+    redis.call('EXPIRE', flights, ttl)
+    seqs[#seqs + 1] = seq
+  else
+    seqs[#seqs + 1] = 0
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', 'backpressure', dropped) end
+return seqs
+"""
+
 # Replace the latest result only with a newer frame of the same camera, atomically,
 # so that results finishing out of order never move "latest" backwards.
 _SET_IF_NEWER = """
@@ -58,21 +81,16 @@ class Store:
         self.history_length = history_length
         self.alerts_length = alerts_length
         self._set_if_newer = client.register_script(_SET_IF_NEWER)
+        self._reserve = client.register_script(_RESERVE)
 
     # Frames and crops: short-lived JPEG blobs that only their key travels for.
     def put_frame(self, camera_id: str, seq: int, jpeg: bytes) -> str:
-        key = frame_key(camera_id, seq)
-        self.client.set(key, jpeg, ex=self.frame_ttl_s)
-        return key
+        return self.put_frames([(camera_id, seq, jpeg)])[0]
 
     def put_crop(self, frame_id: str, group_id: str, jpeg: bytes) -> str:
         key = crop_key(frame_id, group_id)
         self.client.set(key, jpeg, ex=self.frame_ttl_s)
         return key
-
-    def next_seq(self, camera_id: str) -> int:
-        """The camera's next frame number; monotonic across capture restarts."""
-        return int(self.client.incr(f"{PREFIX}seq:{camera_id}"))
 
     def get_blob(self, key: str) -> bytes | None:
         blob: bytes | None = self.client.get(key)
@@ -80,15 +98,22 @@ class Store:
 
     # Backpressure: frames of a camera between capture and aggregate, by frame id. Entries
     # older than a frame's TTL are forgotten, so a lost task cannot block a camera for good.
-    def in_flight(self, camera_id: str, now: float) -> int:
-        key = in_flight_key(camera_id)
-        self.client.zremrangebyscore(key, "-inf", now - self.frame_ttl_s)
-        return int(self.client.zcard(key))
+    def reserve_frames(self, camera_ids: list[str], now: float, limit: int) -> dict[str, int]:
+        """A new sequence number per camera with room in flight, else 0 (counted as dropped).
 
-    def start_flight(self, camera_id: str, frame_id: str, now: float) -> None:
-        key = in_flight_key(camera_id)
-        self.client.zadd(key, {frame_id: now})
-        self.client.expire(key, self.frame_ttl_s)
+        One round trip for a whole beat, however many cameras are due in it.
+        """
+        seqs = self._reserve(args=[now, self.frame_ttl_s, limit, PREFIX, *camera_ids])
+        return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
+
+    def put_frames(self, frames: list[tuple[str, int, bytes]]) -> list[str]:
+        """Store JPEGs as (camera, seq, jpeg), in one round trip; their keys."""
+        pipe = self.client.pipeline(transaction=False)
+        keys = [frame_key(camera_id, seq) for camera_id, seq, _ in frames]
+        for key, (_, _, jpeg) in zip(keys, frames, strict=True):
+            pipe.set(key, jpeg, ex=self.frame_ttl_s)
+        pipe.execute()
+        return keys
 
     def end_flight(self, camera_id: str, frame_id: str) -> None:
         self.client.zrem(in_flight_key(camera_id), frame_id)
@@ -103,8 +128,9 @@ class Store:
     def start_burst(self, camera_id: str, seconds: float) -> None:
         self.client.set(burst_key(camera_id), b"1", px=int(seconds * 1000))
 
-    def is_bursting(self, camera_id: str) -> bool:
-        return bool(self.client.exists(burst_key(camera_id)))
+    def bursting(self, camera_ids: list[str]) -> set[str]:
+        values = self.client.mget([burst_key(c) for c in camera_ids]) if camera_ids else []
+        return {c for c, v in zip(camera_ids, values, strict=True) if v}
 
     # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
     def list_cameras(self) -> list[Camera]:
@@ -124,7 +150,10 @@ class Store:
         return bool(removed)
 
     def put_status(self, status: CameraStatus) -> None:
-        self.client.hset(STATUS_KEY, status.camera_id, status.model_dump_json())
+        self.put_statuses([status])
+
+    def put_statuses(self, statuses: list[CameraStatus]) -> None:
+        self.client.hset(STATUS_KEY, mapping={s.camera_id: s.model_dump_json() for s in statuses})
 
     def statuses(self) -> dict[str, CameraStatus]:
         raw = self.client.hgetall(STATUS_KEY)
