@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from trafficrisk.messages import CameraState
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -105,3 +110,90 @@ def llm_sim() -> Iterator[LlmSim]:
     sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.2")
     yield sim
     sim.stop()
+
+
+RTSP_SERVE = Path(__file__).resolve().parent / "rtsp_serve.py"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi (not installable in a venv)
+
+
+class RtspServer:
+    """tests/rtsp_serve.py (GStreamer's RTSP server) as a child process on loopback."""
+
+    def __init__(self, video: Path, port: int = 0) -> None:
+        self.video, self.port = video, port
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15) -> str:
+        command = [SYSTEM_PYTHON, str(RTSP_SERVE), str(self.video), "--port", str(self.port)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("READY"):
+            self.stop()
+            raise RuntimeError(f"rtsp_serve.py not ready: {line!r}")
+        self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])  # a restart reuses it
+        return self.url
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def gstreamer_rtsp_available() -> bool:
+    code = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    return subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def rtsp_server() -> Iterator[RtspServer]:
+    if not gstreamer_rtsp_available():
+        if os.environ.get("CI"):
+            pytest.fail("GStreamer's RTSP server is missing: scripts/setup --test installs it")
+        pytest.skip("GStreamer's RTSP server is not installed (scripts/setup --test installs it)")
+    server = RtspServer(SAMPLE_VIDEO)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)  # in case a test left it stopped
+    server.stop()
+
+
+class StatusLog:
+    """Collects a reader's status reports; waits for one of a given state."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[CameraState, str]] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, state: CameraState, reason: str) -> None:
+        with self.changed:
+            self.entries.append((state, reason))
+            self.changed.notify_all()
+
+    def mark(self) -> int:
+        with self.changed:
+            return len(self.entries)
+
+    def wait_for(self, state: CameraState, timeout: float, since: int = 0) -> str:
+        """The reason of the first report of `state` at or after entry number `since`."""
+        def found() -> str | None:
+            return next((r for s, r in self.entries[since:] if s is state), None)
+
+        with self.changed:
+            ok = self.changed.wait_for(lambda: found() is not None, timeout)
+            assert ok, f"no {state} within {timeout}s; saw {self.entries[since:]}"
+            return found() or ""

@@ -11,26 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import DATA, SAMPLE_VIDEO, free_port
+from conftest import DATA, SAMPLE_VIDEO, StatusLog, free_port
 from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader, mask_url
-
-
-class StatusLog:
-    def __init__(self) -> None:
-        self.entries: list[tuple[CameraState, str]] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, state: CameraState, reason: str) -> None:
-        with self.changed:
-            self.entries.append((state, reason))
-            self.changed.notify_all()
-
-    def wait_for(self, state: CameraState, timeout: float) -> str:
-        with self.changed:
-            found = self.changed.wait_for(lambda: any(s is state for s, _ in self.entries), timeout)
-        assert found, f"no {state} within {timeout}s; saw {self.entries}"
-        return next(reason for s, reason in self.entries if s is state)
 
 
 @pytest.mark.parametrize(

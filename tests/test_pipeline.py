@@ -23,7 +23,7 @@ import redis
 import requests
 import socketio
 
-from conftest import SAMPLE_VIDEO, LlmSim, free_port, wait_for_port
+from conftest import SAMPLE_VIDEO, LlmSim, RtspServer, free_port, wait_for_port
 from trafficrisk.messages import CameraState, FrameResult
 from trafficrisk.workers.store import Store
 
@@ -262,3 +262,32 @@ def wait_for_frame(tile: Any) -> str:
             return src
         time.sleep(0.2)
     raise AssertionError("the tile never showed a frame")
+
+
+def test_rtsp_camera_added_through_the_api_survives_a_server_restart(fleet: Fleet,
+                                                                     rtsp_server: RtspServer) -> None:
+    """A real RTSP stream end to end: added at run time, killed, restarted."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    camera = {"id": "rtsp", "url": rtsp_server.url, "sample_fps": 2}
+    response = requests.post(fleet.web_url + "/api/cameras", json=camera, headers=headers, timeout=10)
+    assert response.status_code == 201
+
+    def state() -> str | None:
+        status = fleet.store.statuses().get("rtsp")
+        return status.state if status else None
+
+    def result_after(moment: float) -> FrameResult | None:
+        latest = fleet.store.latest("rtsp")
+        return latest if latest is not None and latest.captured_at > moment else None
+
+    try:
+        wait_until(lambda: result_after(0), 30, "a FrameResult from the RTSP camera", fleet)
+        rtsp_server.stop(signal.SIGKILL)
+        wait_until(lambda: state() == "offline", 15, "the RTSP camera to go offline", fleet)
+        assert fleet.store.statuses()["rtsp"].reason
+        restarted = time.time()
+        rtsp_server.start()
+        wait_until(lambda: state() == "online", 10, "the RTSP camera back online within 10 s", fleet)
+        wait_until(lambda: result_after(restarted), 15, "new results after the restart", fleet)
+    finally:
+        requests.delete(fleet.web_url + "/api/cameras/rtsp", headers=headers, timeout=10)

@@ -116,8 +116,11 @@ class StreamSource:
     def read(self) -> np.ndarray:
         # The decoder hands out frames as they arrive, so reading continuously keeps
         # its buffer empty: the frame we hold is the newest, not seconds old.
+        started = time.monotonic()
         ok, image = self.capture.read()
-        if not ok or image is None:
+        # After a hang FFmpeg still hands out a buffered frame or two, each after a full
+        # read timeout: a read that slow is a stall, whatever it returned.
+        if not ok or image is None or time.monotonic() - started >= 0.9 * self.timeout_s:
             raise SourceError(f"stream stalled or ended: no frame within {self.timeout_s:g} s")
         return image
 
