@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from trafficrisk.messages import CameraState
+from trafficrisk.messages import Camera, CameraState
+from trafficrisk.workers.capture import CameraReader, CapturedFrame
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -197,3 +198,34 @@ class StatusLog:
             ok = self.changed.wait_for(lambda: found() is not None, timeout)
             assert ok, f"no {state} within {timeout}s; saw {self.entries[since:]}"
             return found() or ""
+
+
+def frames_after(camera: Camera, seconds: float,
+                 timeout_s: float = 5.0) -> tuple[CapturedFrame, CapturedFrame]:
+    """A real reader on `camera`: its newest frame once online, and again `seconds` later."""
+    statuses = StatusLog()
+    reader = CameraReader(camera, statuses, timeout_s=timeout_s)
+    reader.start()
+    try:
+        statuses.wait_for(CameraState.ONLINE, timeout=15)
+        time.sleep(0.3)
+        first = reader.latest()
+        time.sleep(seconds)
+        later = reader.latest()
+    finally:
+        reader.stop()
+    assert first is not None and later is not None
+    return first, later
+
+
+def offline_reason(camera: Camera, timeout_s: float = 2.0) -> str:
+    """The reason a real reader gives for `camera` being offline; it never held a frame."""
+    statuses = StatusLog()
+    reader = CameraReader(camera, statuses, timeout_s=timeout_s)
+    reader.start()
+    try:
+        reason = statuses.wait_for(CameraState.OFFLINE, timeout=15)
+    finally:
+        reader.stop()
+    assert reader.latest() is None
+    return reason

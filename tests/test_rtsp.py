@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from conftest import RtspServer, StatusLog
+from conftest import RtspServer, StatusLog, frames_after
 from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader
 
@@ -26,18 +26,7 @@ def frames_advance(reader: CameraReader, within: float) -> bool:
 
 
 def test_frames_flow_from_rtsp_at_stream_rate(rtsp_server: RtspServer) -> None:
-    statuses = StatusLog()
-    reader = CameraReader(Camera(id="rtsp", url=rtsp_server.url), statuses, timeout_s=3)
-    reader.start()
-    try:
-        statuses.wait_for(CameraState.ONLINE, timeout=10)
-        time.sleep(0.5)
-        first = reader.latest()
-        time.sleep(2.0)
-        later = reader.latest()
-    finally:
-        reader.stop()
-    assert first is not None and later is not None
+    first, later = frames_after(Camera(id="rtsp", url=rtsp_server.url), 2.0, timeout_s=3)
     assert later.image.shape == (576, 768, 3)
     assert 15 <= later.number - first.number <= 25  # the server sends 10 fps
 
