@@ -124,3 +124,23 @@ def test_cameras_file_edits_take_effect(cluster: tuple[list[Capture], redis.Redi
                10, "cam0 to be dropped")
     before = seqs(client, ["cam9"])
     wait_until(lambda: seqs(client, ["cam9"])["cam9"] > before["cam9"], 10, "frames from cam9")
+
+
+def test_cameras_file_is_applied_once_per_change(redis_url: str, tmp_path: Path) -> None:
+    from trafficrisk.capture_service import CameraFileWatch
+    from trafficrisk.settings import Settings
+    from trafficrisk.workers.store import Store
+
+    cameras = tmp_path / "cameras.yaml"
+    write_cameras(cameras, ["a", "b"])
+    settings = Settings(redis_url=redis_url, cameras_file=cameras)
+    store = Store(redis.Redis.from_url(redis_url))
+    CameraFileWatch(settings).seed_if_changed(store)
+    assert [c.id for c in store.list_cameras()] == ["a", "b"]
+    store.delete_camera("a")  # an operator deletes it through the API
+    CameraFileWatch(settings).seed_if_changed(store)  # a capture process restarts
+    assert [c.id for c in store.list_cameras()] == ["b"]
+    write_cameras(cameras, ["c"])  # the file changes: b goes, c comes
+    CameraFileWatch(settings).seed_if_changed(store)
+    assert [c.id for c in store.list_cameras()] == ["c"]
+    store.client.close()

@@ -11,6 +11,7 @@ take effect within seconds, and any number of capture processes split the camera
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -45,12 +46,16 @@ class CameraBeat:
 
 
 class CameraFileWatch:
-    """Re-seeds Redis from the YAML file whenever the file changes."""
+    """Applies the YAML file to Redis whenever its content changes.
+
+    What was applied last (a digest and the camera ids) is kept in Redis, not in the
+    process: a restarted capture process does not bring back cameras deleted through
+    the API, and a camera removed from the file is deleted whichever process sees it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.path = settings.cameras_file
         self.mtime: float | None = None
-        self.ids: set[str] = set()
 
     def seed_if_changed(self, store: Store) -> None:
         try:
@@ -60,21 +65,25 @@ class CameraFileWatch:
         if mtime == self.mtime:
             return
         self.mtime = mtime
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        applied_digest, applied_ids = store.cameras_file_state(str(self.path.resolve()))
+        if digest == applied_digest:
+            return
         try:
             cameras = load_cameras(self.path)
         except CameraFileError as error:  # at run time a bad edit must not stop the cameras we have
             log.error("cameras file not reloaded: %s", error)
             return
-        self._apply(store, cameras)
+        self._apply(store, cameras, digest, applied_ids)
 
-    def _apply(self, store: Store, cameras: tuple[Camera, ...]) -> None:
+    def _apply(self, store: Store, cameras: tuple[Camera, ...], digest: str, applied_ids: set[str]) -> None:
         for camera in cameras:
             store.put_camera(camera)
-        removed = self.ids - {c.id for c in cameras}
-        for camera_id in removed:
+        ids = {c.id for c in cameras}
+        for camera_id in applied_ids - ids:
             store.delete_camera(camera_id)
-        self.ids = {c.id for c in cameras}
-        log.info("cameras file %s: %d cameras, %d removed", self.path, len(cameras), len(removed))
+        store.save_cameras_file_state(str(self.path.resolve()), digest, ids)
+        log.info("cameras file %s: %d cameras, %d removed", self.path, len(cameras), len(applied_ids - ids))
 
 
 def new_owner_id() -> str:

@@ -6,6 +6,7 @@ imports no redis itself so that it stays plain Python.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from trafficrisk.messages import Alert, Camera, CameraStatus, FrameResult, RiskLevel
@@ -15,6 +16,7 @@ CAMERAS_KEY = PREFIX + "cameras"
 STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
+CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 
 # For each camera: forget stale frames in flight; if there is room, take the next
 # sequence number and mark that frame in flight, else count a backpressure drop.
@@ -148,6 +150,17 @@ class Store:
         removed = self.client.hdel(CAMERAS_KEY, camera_id)
         self.client.hdel(STATUS_KEY, camera_id)
         return bool(removed)
+
+    def cameras_file_state(self, path: str) -> tuple[str | None, set[str]]:
+        """The digest and camera ids of the cameras file as last applied."""
+        raw = self.client.hget(CAMERAS_FILE_KEY, path)
+        if raw is None:
+            return None, set()
+        state = json.loads(raw)
+        return state["digest"], set(state["ids"])
+
+    def save_cameras_file_state(self, path: str, digest: str, ids: set[str]) -> None:
+        self.client.hset(CAMERAS_FILE_KEY, path, json.dumps({"digest": digest, "ids": sorted(ids)}))
 
     def put_status(self, status: CameraStatus) -> None:
         self.put_statuses([status])
