@@ -5,13 +5,18 @@ The reader must follow it through a kill and a restart, and through a hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
+
+import pytest
 
 from conftest import RtspServer, StatusLog, frames_after
 from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader
+from trafficrisk.workers.rtsp_transport import OPTIONS_VARIABLE, ffmpeg_options
 
 
 def frames_advance(reader: CameraReader, within: float) -> bool:
@@ -29,6 +34,36 @@ def test_frames_flow_from_rtsp_at_stream_rate(rtsp_server: RtspServer) -> None:
     first, later = frames_after(Camera(id="rtsp", url=rtsp_server.url), 2.0, timeout_s=3)
     assert later.image.shape == (576, 768, 3)
     assert 15 <= later.number - first.number <= 25  # the server sends 10 fps
+
+
+def udp_sockets_held() -> int:
+    """UDP sockets this process has open (RTP over UDP needs two per stream)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    rows = [row for table in ("udp", "udp6") for row in Path("/proc/net", table).read_text().splitlines()[1:]]
+    return sum(row.split()[9] in inodes for row in rows)
+
+
+@pytest.mark.parametrize(("transport", "udp_sockets"), [("tcp", 0), ("udp", 2)])
+def test_rtsp_transport_is_chosen_per_camera(
+    rtsp_server: RtspServer, transport: str, udp_sockets: int
+) -> None:
+    camera = Camera.model_validate({"id": "rtsp", "url": rtsp_server.url, "rtsp_transport": transport})
+    statuses = StatusLog()
+    reader = CameraReader(camera, statuses, timeout_s=3)
+    reader.start()
+    try:
+        statuses.wait_for(CameraState.ONLINE, timeout=10)
+        assert frames_advance(reader, within=5)
+        held = udp_sockets_held()
+    finally:
+        reader.stop()
+    assert held == udp_sockets
+    assert os.environ[OPTIONS_VARIABLE] == ffmpeg_options("tcp")  # the usual transport is back
 
 
 def test_killed_server_goes_offline_and_a_restart_comes_back(rtsp_server: RtspServer) -> None:

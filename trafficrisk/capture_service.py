@@ -1,13 +1,14 @@
-"""The capture process: a reader per camera it holds a lease on, and a beat per camera.
+"""The capture process: a reader per camera it holds a lease on.
 
-At each camera's beat the newest frame goes to Redis as a JPEG (with a TTL) and a
-small FrameRef goes to the `detect` queue, unless that camera already has
-`max_in_flight_per_camera` frames on their way (then the beat is skipped and counted).
+Each reader samples its camera at the camera's rate (higher during a burst) and
+announces the frame; the main loop collects announcements for a few milliseconds and
+publishes them in one go: the JPEGs to Redis (with a TTL) and small FrameRefs to the
+`detect` queue, except for cameras that already have `max_in_flight_per_camera`
+frames on their way (those frames are skipped and counted).
 Cameras come from Redis (seeded from the YAML file, edited through the REST API);
 every `camera_sync_s` the process re-reads them, renews its leases, takes its fair
 share of free cameras and gives up its surplus, so cameras added, changed or removed
-take effect within seconds, and any number of capture processes split the cameras.
-"""
+take effect within seconds, and any number of capture processes split the cameras."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 
 from trafficrisk.events import CAMERA_STATUS
 from trafficrisk.messages import Camera, CameraState, CameraStatus, FrameRef
@@ -36,13 +36,9 @@ log = logging.getLogger(__name__)
 
 BURST_POLL_S = 0.5
 MAX_STARTS_PER_SYNC = 20
-
-
-@dataclass
-class CameraBeat:
-    reader: CameraReader
-    next_at: float = field(default_factory=time.monotonic)
-    last_number: int = 0
+# Frames announced within this window go out in one batch: fewer Redis round trips,
+# at the price of this much added frame age.
+GATHER_S = 0.02
 
 
 class CameraFileWatch:
@@ -97,11 +93,11 @@ class CaptureService:
         self.events = get_events()
         self.leases = CameraLeases(get_redis(), owner or new_owner_id(), settings.capture_lease_s)
         self.file_watch = CameraFileWatch(settings)
-        self.beats: dict[str, CameraBeat] = {}
-        self.bursting: set[str] = set()
+        self.readers: dict[str, CameraReader] = {}
         self.processes = 0  # capture processes alive, as of the last heartbeat
         self.lost: set[str] = set()  # cameras whose lease renewal failed
         self.status_updates: queue.SimpleQueue[CameraStatus] = queue.SimpleQueue()
+        self.sampled: queue.SimpleQueue[str] = queue.SimpleQueue()  # camera ids, from reader threads
         self.bursts_checked_at = 0.0
 
     def seed_from_file(self) -> None:
@@ -119,19 +115,15 @@ class CaptureService:
                 if now >= next_sync:
                     self._sync_safely()
                     next_sync = now + self.settings.camera_sync_s
-                self.sample_due(now)
+                self._refresh_bursts(now)
+                self.publish_sampled(wait_s=min(BURST_POLL_S, max(0.0, next_sync - time.monotonic())))
                 self._flush_safely()
-                stop.wait(self._sleep_for(next_sync))
         finally:
             keeper.join(self.settings.camera_sync_s + 5)
-            held = list(self.beats)
+            held = list(self.readers)
             self._stop_cameras(held)
             self.leases.release(held)
             self.leases.leave()
-
-    def _sleep_for(self, next_sync: float) -> float:
-        due = min((b.next_at for b in self.beats.values()), default=next_sync)
-        return max(0.005, min(due, next_sync) - time.monotonic())
 
     def _flush_safely(self) -> None:
         try:
@@ -153,7 +145,7 @@ class CaptureService:
         while not stop.is_set():
             try:
                 self.processes = self.leases.heartbeat()
-                reading = list(self.beats)
+                reading = list(self.readers)
                 self.lost.update(set(reading) - self.leases.renew(reading))
             except Exception:  # Redis unreachable: leases lapse, and others take over
                 log.exception("could not renew camera leases")
@@ -163,16 +155,16 @@ class CaptureService:
         wanted = {c.id: c for c in self.store.list_cameras() if c.enabled}
         if self.processes == 0:  # before the keeper's first heartbeat
             self.processes = self.leases.heartbeat()
-        lost = sorted(self.lost & set(self.beats))
+        lost = sorted(self.lost & set(self.readers))
         self.lost.clear()
         if lost:
             log.warning("cameras %s: leases lost to another process", ", ".join(lost))
             self._stop_cameras(lost)
-        changed = [c for c, beat in self.beats.items() if c in wanted and wanted[c] != beat.reader.camera]
+        changed = [c for c, reader in self.readers.items() if c in wanted and wanted[c] != reader.camera]
         self._stop_cameras(changed)  # restarted below with the new configuration, lease kept
         for camera_id in changed:
             self._start_camera(wanted[camera_id])
-        lease_plan = plan(self.leases.owner, wanted, set(self.beats), self.processes)
+        lease_plan = plan(self.leases.owner, wanted, set(self.readers), self.processes)
         self._stop_cameras(lease_plan.release)
         self.leases.release(lease_plan.release)
         # A few at a time: starting hundreds of readers in one sync takes longer than a
@@ -184,13 +176,13 @@ class CaptureService:
     def _start_camera(self, camera: Camera) -> None:
         log.info("camera %s: reading %s at %.1f fps", camera.id, mask_url(camera.url), camera.sample_fps)
         reader = CameraReader(camera, lambda state, reason: self._report(camera.id, state, reason),
-                              timeout_s=self.settings.stall_timeout_s)
-        self.beats[camera.id] = CameraBeat(reader)
+                              on_frame=self.sampled.put, timeout_s=self.settings.stall_timeout_s)
+        self.readers[camera.id] = reader
         reader.start()
 
     def _stop_cameras(self, camera_ids: list[str]) -> None:
         """Stop these readers: all asked at once, then waited for."""
-        readers = [self.beats.pop(camera_id).reader for camera_id in camera_ids]
+        readers = [self.readers.pop(camera_id) for camera_id in camera_ids]
         for reader in readers:
             log.info("camera %s: stopping reader", reader.camera.id)
             reader.request_stop()
@@ -207,42 +199,48 @@ class CaptureService:
         updates: dict[str, CameraStatus] = {}
         while not self.status_updates.empty():
             status = self.status_updates.get_nowait()
-            if status.camera_id in self.beats:  # stopped or removed meanwhile: don't resurrect it
+            if status.camera_id in self.readers:  # stopped or removed meanwhile: don't resurrect it
                 updates[status.camera_id] = status
         if updates:
             self.store.put_statuses(list(updates.values()))
             for status in updates.values():
                 self.events.emit(CAMERA_STATUS, status)
 
-    def sample_due(self, now: float) -> None:
-        """Publish the newest frame of every camera whose beat has come."""
-        self._refresh_bursts(now)
+    def publish_sampled(self, wait_s: float) -> None:
+        """Publish the frames readers announce, waiting up to `wait_s` for the first."""
+        try:
+            first = self.sampled.get(timeout=wait_s)
+        except queue.Empty:
+            return
+        time.sleep(GATHER_S)
+        announced = {first}
+        while not self.sampled.empty():
+            announced.add(self.sampled.get_nowait())
         due: list[tuple[str, CapturedFrame]] = []
-        for camera_id, beat in self.beats.items():
-            if now < beat.next_at:
-                continue
-            # Keep the cadence; after a long stall, restart it rather than burst to catch up.
-            beat.next_at = max(beat.next_at + 1.0 / self._sample_fps(beat.reader.camera), now)
-            frame = beat.reader.latest()
-            if frame is not None and frame.number != beat.last_number:
-                beat.last_number = frame.number
+        for camera_id in announced:
+            reader = self.readers.get(camera_id)
+            frame = reader.latest() if reader is not None else None
+            if frame is not None:
                 due.append((camera_id, frame))
         if due:
             try:
                 self._publish(due)
-            except Exception:  # Redis or broker hiccup: lose this beat, keep every camera going
+            except Exception:  # Redis or broker hiccup: lose these frames, keep every camera going
                 log.exception("could not publish %d frames", len(due))
 
-    def _sample_fps(self, camera: Camera) -> float:
-        if camera.id in self.bursting:
-            return max(camera.sample_fps, self.settings.burst_fps)
-        return camera.sample_fps
-
     def _refresh_bursts(self, now: float) -> None:
-        # One round trip a few times a second for all cameras, not one per beat.
-        if self.settings.burst_s > 0 and now >= self.bursts_checked_at + BURST_POLL_S:
-            self.bursts_checked_at = now
-            self.bursting = self.store.bursting(list(self.beats))
+        # One round trip a few times a second for all cameras, not one per frame.
+        if self.settings.burst_s <= 0 or now < self.bursts_checked_at + BURST_POLL_S:
+            return
+        self.bursts_checked_at = now
+        try:
+            bursting = self.store.bursting(list(self.readers))
+        except Exception:  # Redis hiccup: keep the rates we have
+            log.exception("could not read camera bursts")
+            return
+        for camera_id, reader in self.readers.items():
+            rate = reader.camera.sample_fps
+            reader.sample_fps = max(rate, self.settings.burst_fps) if camera_id in bursting else rate
 
     def _publish(self, due: list[tuple[str, CapturedFrame]]) -> None:
         """JPEGs to Redis and FrameRefs to `detect` for the due cameras with room in flight."""

@@ -6,7 +6,7 @@ numpy stays inside a stage; what lands here is plain floats, ints and strings.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +66,7 @@ class Camera(Message):
     enabled: bool = True
     loop: bool = True  # video files: start again at the end
     snapshot: bool = False  # an HTTP URL that returns one JPEG per request
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
 
 
 class FrameRef(Message):

@@ -1,14 +1,16 @@
-"""Camera readers: one thread per camera that always holds the newest decoded frame.
+"""Camera readers: one thread per camera that always holds its newest sampled frame.
 
-Video files play as live cameras at their own frame rate (looping); RTSP and HTTP
-go through OpenCV's FFmpeg backend with open and read timeouts, so a dead camera
-is reported `offline` with a reason instead of blocking, and is retried with backoff.
+A reader decodes every frame of its stream (the only way to stay at the live edge,
+with no growing buffer) but converts to BGR only the frames it samples, at the
+camera's sample rate: the conversion costs more than the decoding. Video files play
+as live cameras at their own frame rate; RTSP and HTTP go through OpenCV's FFmpeg
+backend with open and read timeouts, so a dead camera is reported `offline` with a
+reason instead of blocking, and is retried with backoff.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -22,15 +24,16 @@ import httpx
 import numpy as np
 
 from trafficrisk.messages import Camera, CameraState
+from trafficrisk.workers.rtsp_transport import Transport, transport_lock
 from trafficrisk.workers.source_diagnosis import diagnose
 
 log = logging.getLogger(__name__)
 
-# TCP for RTSP: UDP loses packets on busy networks and smears frames; a short
-# analyzeduration makes opening take 0.4 s instead of about 3 s.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|analyzeduration;100000")
-
 StatusCallback = Callable[[CameraState, str], None]
+FrameCallback = Callable[[str], None]
+# Many cameras decode side by side: one decoder thread each, as FFmpeg's frame
+# threading would also hold frames back (one per thread) and add latency.
+DECODER_THREADS = [cv2.CAP_PROP_N_THREADS, 1]
 
 
 def mask_url(url: str) -> str:
@@ -74,7 +77,7 @@ class FileSource:
     def __init__(self, path: str, loop: bool, stop: threading.Event) -> None:
         if not Path(path).is_file():
             raise SourceError(f"file not found: {path}")
-        self.capture = cv2.VideoCapture(path)
+        self.capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, DECODER_THREADS)
         if not self.capture.isOpened():
             self.capture.release()
             raise SourceError(f"cannot open {path}: not a readable video file")
@@ -83,19 +86,22 @@ class FileSource:
         self.next_at = time.monotonic()
         self.frames = 0
 
-    def read(self) -> np.ndarray:
+    def grab(self) -> None:
         self.stop.wait(max(0.0, self.next_at - time.monotonic()))
         self.next_at = max(self.next_at + self.interval, time.monotonic() - self.interval)
-        ok, image = self.capture.read()
+        ok = self.capture.grab()
         if not ok and self.loop and self.frames > 0:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self.capture.read()
-        if not ok or image is None:
+            ok = self.capture.grab()
+        if not ok:
             if not self.loop and self.frames > 0:
                 raise SourceEnded
             raise SourceError(f"cannot decode {self.path}: corrupt or empty video")
         self.frames += 1
-        return image
+
+    def retrieve(self) -> np.ndarray | None:
+        ok, image = self.capture.retrieve()
+        return image if ok else None
 
     def release(self) -> None:
         self.capture.release()
@@ -104,25 +110,30 @@ class FileSource:
 class StreamSource:
     """RTSP or HTTP (MJPEG) through OpenCV's FFmpeg backend, with open and read timeouts."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, transport: Transport = "tcp") -> None:
         timeout_ms = int(timeout_s * 1000)
-        self.capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
+        with transport_lock.opening(transport):
+            self.capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms,
+                *DECODER_THREADS])
         if not self.capture.isOpened():
             self.capture.release()
             raise SourceError(f"cannot open {mask_url(url)}: {diagnose(url, timeout_s)}")
         self.timeout_s = timeout_s
 
-    def read(self) -> np.ndarray:
-        # The decoder hands out frames as they arrive, so reading continuously keeps
+    def grab(self) -> None:
+        # The decoder hands out frames as they arrive, so grabbing continuously keeps
         # its buffer empty: the frame we hold is the newest, not seconds old.
         started = time.monotonic()
-        ok, image = self.capture.read()
+        ok = self.capture.grab()
         # After a hang FFmpeg still hands out a buffered frame or two, each after a full
         # read timeout: a read that slow is a stall, whatever it returned.
-        if not ok or image is None or time.monotonic() - started >= 0.9 * self.timeout_s:
+        if not ok or time.monotonic() - started >= 0.9 * self.timeout_s:
             raise SourceError(f"stream stalled or ended: no frame within {self.timeout_s:g} s")
-        return image
+
+    def retrieve(self) -> np.ndarray | None:
+        ok, image = self.capture.retrieve()
+        return image if ok else None
 
     def release(self) -> None:
         self.capture.release()
@@ -142,17 +153,14 @@ class DeviceSource(StreamSource):
 
 
 class SnapshotSource:
-    """An HTTP URL that returns one JPEG per request, polled at the camera's sample rate."""
+    """An HTTP URL that returns one JPEG per request, polled at the reader's sample rate."""
 
-    def __init__(self, url: str, timeout_s: float, interval_s: float, stop: threading.Event) -> None:
+    def __init__(self, url: str, timeout_s: float, interval_s: Callable[[], float],
+                 stop: threading.Event) -> None:
         self.url, self.timeout_s, self.interval_s, self.stop = url, timeout_s, interval_s, stop
         self.http = httpx.Client(timeout=timeout_s, follow_redirects=True)
         self.next_at = time.monotonic()
-        try:
-            self.first: np.ndarray | None = self._fetch()
-        except SourceError:
-            self.http.close()
-            raise
+        self.image: np.ndarray | None = None
 
     def _fetch(self) -> np.ndarray:
         try:
@@ -169,13 +177,13 @@ class SnapshotSource:
     def _unavailable(self) -> SourceError:
         return SourceError(f"cannot open {mask_url(self.url)}: {diagnose(self.url, self.timeout_s)}")
 
-    def read(self) -> np.ndarray:
-        if self.first is not None:
-            image, self.first = self.first, None
-            return image
-        self.next_at += self.interval_s
+    def grab(self) -> None:
         self.stop.wait(max(0.0, self.next_at - time.monotonic()))
-        return self._fetch()
+        self.next_at = max(self.next_at + self.interval_s(), time.monotonic())
+        self.image = self._fetch()
+
+    def retrieve(self) -> np.ndarray | None:
+        return self.image
 
     def release(self) -> None:
         self.http.close()
@@ -184,29 +192,26 @@ class SnapshotSource:
 Source = FileSource | StreamSource | DeviceSource | SnapshotSource
 
 
-def open_source(camera: Camera, timeout_s: float, stop: threading.Event) -> Source:
-    if camera.snapshot:
-        return SnapshotSource(camera.url, timeout_s, 1.0 / camera.sample_fps, stop)
-    if is_device_source(camera.url):
-        return DeviceSource(camera.url, timeout_s)
-    if is_file_source(camera.url):
-        return FileSource(camera.url.removeprefix("file://"), camera.loop, stop)
-    return StreamSource(camera.url, timeout_s)
-
-
 class CameraReader:
-    """Reads one camera on its own thread; `latest()` is the newest frame."""
+    """Reads one camera on its own thread; `latest()` is its newest sampled frame.
 
-    def __init__(self, camera: Camera, on_status: StatusCallback, *, timeout_s: float = 5.0,
-                 max_backoff_s: float = 5.0) -> None:
+    `sample_fps` starts at the camera's rate and may be raised for a burst; each
+    sampled frame is announced through `on_frame(camera_id)`.
+    """
+
+    def __init__(self, camera: Camera, on_status: StatusCallback, *, on_frame: FrameCallback | None = None,
+                 timeout_s: float = 5.0, max_backoff_s: float = 5.0) -> None:
         self.camera = camera
+        self.sample_fps = camera.sample_fps
         self._on_status = on_status
+        self._on_frame = on_frame
         self._timeout_s = timeout_s
         self._max_backoff_s = max_backoff_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._latest: CapturedFrame | None = None
         self._number = 0
+        self._sampled_at = 0.0
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.id}", daemon=True)
 
     def start(self) -> None:
@@ -223,6 +228,16 @@ class CameraReader:
         with self._lock:
             return self._latest
 
+    def _open(self) -> Source:
+        camera = self.camera
+        if camera.snapshot:
+            return SnapshotSource(camera.url, self._timeout_s, lambda: 1.0 / self.sample_fps, self._stop)
+        if is_device_source(camera.url):
+            return DeviceSource(camera.url, self._timeout_s)
+        if is_file_source(camera.url):
+            return FileSource(camera.url.removeprefix("file://"), camera.loop, self._stop)
+        return StreamSource(camera.url, self._timeout_s, camera.rtsp_transport)
+
     def _report(self, state: CameraState, reason: str) -> None:
         try:
             self._on_status(state, reason)
@@ -235,7 +250,7 @@ class CameraReader:
             self._report(CameraState.CONNECTING, "")
             frames_before = self._number
             try:
-                source = open_source(self.camera, self._timeout_s, self._stop)
+                source = self._open()
                 try:
                     self._read(source)
                 finally:
@@ -254,14 +269,30 @@ class CameraReader:
 
     def _read(self, source: Source) -> None:
         """Reads until stopped; raises SourceError when the source fails."""
-        image = source.read()
+        source.grab()
         log.info("camera %s online: %s", self.camera.id, mask_url(self.camera.url))
         self._report(CameraState.ONLINE, "")
+        self._sampled_at = 0.0
         while not self._stop.is_set():
-            self._publish(image)
-            image = source.read()
+            self._number += 1
+            self._sample_if_due(source)
+            source.grab()
 
-    def _publish(self, image: np.ndarray) -> None:
-        self._number += 1
+    def _sample_if_due(self, source: Source) -> None:
+        now = time.monotonic()
+        interval = 1.0 / self.sample_fps  # read each time: a burst may have changed it
+        due = self._sampled_at + interval
+        # A quarter early still counts: a source delivering at just the sample rate
+        # jitters around each due time, and must not lose every other frame to it.
+        if now < due - interval / 4:
+            return
+        image = source.retrieve()
+        if image is None:  # a corrupt frame: the next one is sampled instead
+            log.debug("camera %s: frame %d could not be decoded", self.camera.id, self._number)
+            return
+        # Keep the cadence; after a stall or a slower rate, start it again from now.
+        self._sampled_at = due if now - due < interval else now
         with self._lock:
             self._latest = CapturedFrame(self._number, time.time(), image)
+        if self._on_frame is not None:
+            self._on_frame(self.camera.id)
