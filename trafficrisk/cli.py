@@ -15,10 +15,11 @@ from trafficrisk.settings import Settings, SettingsError, get_settings
 
 CELERY_APP = "trafficrisk.tasks.app"
 
-# How each role's worker runs: detect holds a model, so one process; assess waits
-# on HTTP, so many threads; aggregate does short Redis writes.
+# How each role's worker runs: detect holds a model, so one process, with a task
+# thread per frame of a batch; assess waits on HTTP, so many threads; aggregate
+# does short Redis writes.
 WORKER_ROLES = {
-    "detect": ["-Q", "detect", "-P", "prefork", "-c", "1"],
+    "detect": ["-Q", "detect", "-P", "threads"],
     "assess": ["-Q", "llm.high,llm.low", "-P", "threads"],
     "aggregate": ["-Q", "aggregate", "-P", "threads", "-c", "4"],
 }
@@ -47,6 +48,8 @@ def worker_command(role: str, settings: Settings) -> list[str]:
     options = list(WORKER_ROLES[role])
     if role == "assess":
         options += ["-c", str(settings.llm_concurrency)]
+    if role == "detect":  # two threads per batch slot: one batch fills while the last runs
+        options += ["-c", str(2 * settings.detect_batch_size)]
     return [_bin("celery"), "-A", CELERY_APP, "worker", "-n", f"{role}@%h", "-E",
             "--loglevel", settings.log_level, *options]
 

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     model: str = "auto"
     device: str = "auto"
     detect_confidence: float = Field(0.35, gt=0, lt=1)
+    # Frames detected together: up to this many, or fewer once the first has waited
+    # detect_batch_wait_ms. The detect worker runs twice this many task threads.
+    detect_batch_size: int = Field(8, ge=1, le=256)
+    detect_batch_wait_ms: float = Field(10.0, ge=0, le=1000)
 
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from celery import chord
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import celeryd_after_setup
 
 from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
 from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
@@ -18,38 +18,38 @@ from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
 from trafficrisk.tasks.assess import assess_group
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
-from trafficrisk.workers.detection import load_detector
+from trafficrisk.workers.batching import BatchedDetector
+from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.rules import LlmGate
 
 log = logging.getLogger(__name__)
 
 _analyzer: FrameAnalyzer | None = None
 _analyzer_lock = threading.Lock()
-_is_detect_worker = False
 
 
 def get_analyzer() -> FrameAnalyzer:
-    """The process's analyzer; the model loads once, on first use or at process start."""
+    """The process's analyzer; the model loads once, at worker start or on first use."""
     global _analyzer
     with _analyzer_lock:
         if _analyzer is None:
             settings = get_settings()
-            detector = load_detector(settings.model, settings.device, settings.detect_confidence)
+            detector: Detector = load_detector(settings.model, settings.device, settings.detect_confidence)
+            warm_up(detector, settings.detect_batch_size)
+            if settings.detect_batch_size > 1:
+                detector = BatchedDetector(detector, settings.detect_batch_size,
+                                           settings.detect_batch_wait_ms / 1000)
             gate = LlmGate(settings.llm_gate_score, settings.llm_high_priority_score)
             _analyzer = FrameAnalyzer(detector, gate, settings.jpeg_quality)
         return _analyzer
 
 
 @celeryd_after_setup.connect
-def _note_detect_worker(sender: str, instance: Any, **_: Any) -> None:
-    global _is_detect_worker
-    _is_detect_worker = DETECT_QUEUE in instance.app.amqp.queues.consume_from
-
-
-@worker_process_init.connect
-def _load_model(**_: Any) -> None:
-    # In the pool child, never the parent: CUDA must not be touched before fork.
-    if _is_detect_worker:
+def _load_model(sender: str, instance: Any, **_: Any) -> None:
+    # Before the worker consumes: the first frames must not wait for the model. The
+    # detect worker runs its tasks on threads (they share the batcher), so loading in
+    # this process is loading where the tasks run; no fork follows to upset CUDA.
+    if DETECT_QUEUE in instance.app.amqp.queues.consume_from:
         get_analyzer()
 
 

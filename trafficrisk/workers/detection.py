@@ -59,6 +59,13 @@ class Detector(Protocol):
         ...
 
 
+def warm_up(detector: Detector, batch: int = 1) -> None:
+    """Run the detector's own warm-up, where it has one."""
+    method = getattr(detector, "warm_up", None)
+    if method is not None:
+        method(batch)
+
+
 def canonical_label(name: str) -> str | None:
     """The canonical road-user label for a model's class name, or None for classes we drop."""
     return _ALIASES.get(re.sub(r"[\s_\-]+", "", name.strip().lower()))
@@ -90,28 +97,29 @@ class YoloDetector:
         except Exception as exc:  # ultralytics raises FileNotFoundError, ConnectionError, RuntimeError...
             raise DetectorError(f"cannot load YOLO model {weights!r}: {exc}") from exc
         self._labels = {int(i): canonical_label(str(n)) for i, n in self._model.names.items()}
-        self._class_ids = [i for i, label in self._labels.items() if label is not None]
-        if not self._class_ids:
+        self.class_ids = [i for i, label in self._labels.items() if label is not None]
+        if not self.class_ids:
             raise DetectorError(
                 f"YOLO model {weights!r} has no road-user classes: {sorted(self._model.names.values())}"
             )
         on_gpu = self.device.startswith("cuda") or self.device[:1].isdigit()  # "0" is ultralytics for cuda:0
-        self._precision = _fp16_args() if on_gpu else {}
+        self._precision = fp16_args() if on_gpu else {}
         log.info("loaded %s on %s: classes %s", self.name, self.device,
-                 {self._model.names[i]: self._labels[i] for i in self._class_ids})
+                 {self._model.names[i]: self._labels[i] for i in self.class_ids})
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         if not images:
             return []
         results = self._model.predict(
-            list(images), conf=self.confidence, device=self.device, classes=self._class_ids, verbose=False,
+            list(images), conf=self.confidence, device=self.device, classes=self.class_ids, verbose=False,
             **self._precision,
         )
         return [self._detections(result, image.shape) for result, image in zip(results, images, strict=True)]
 
-    def warm_up(self) -> None:
-        """One dummy inference, so that the first real frame does not pay for setup and kernel choice."""
-        self.detect([np.zeros((640, 640, 3), dtype=np.uint8)])
+    def warm_up(self, batch: int = 1) -> None:
+        """Dummy inferences, so that the first real frames do not pay for setup and kernel choice."""
+        for size in sorted({1, batch}):
+            self.detect([np.zeros((640, 640, 3), dtype=np.uint8)] * size)
 
     def _detections(self, result: Any, shape: tuple[int, ...]) -> list[Detection]:
         boxes = result.boxes
@@ -158,8 +166,8 @@ class SsdDetector:
                 found[int(index)].append(detection)
         return found
 
-    def warm_up(self) -> None:
-        self.detect([np.zeros((*SSD_INPUT, 3), dtype=np.uint8)])
+    def warm_up(self, batch: int = 1) -> None:
+        self.detect([np.zeros((*SSD_INPUT, 3), dtype=np.uint8)] * batch)
 
 
 def ssd_model_files() -> tuple[Path, Path]:
@@ -247,7 +255,7 @@ def _import_yolo() -> Any:
     return YOLO
 
 
-def _fp16_args() -> dict[str, Any]:
+def fp16_args() -> dict[str, Any]:
     """Predict arguments for fp16, which halves GPU time and memory (on CPU it is slower or unsupported).
 
     ultralytics 8.4 replaced `half` with `quantize` and warns on `half`; 8.3 knows only `half`.

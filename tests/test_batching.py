@@ -1,0 +1,86 @@
+"""The micro-batcher the detect worker's task threads share."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from trafficrisk.workers.batching import MicroBatcher
+
+
+def doubled(items: Sequence[int]) -> list[int]:
+    if -1 in items:
+        raise ValueError("bad item -1")
+    if -2 in items:
+        return []  # a process function that loses results
+    time.sleep(0.01)
+    return [2 * item for item in items]
+
+
+def submit_together(batcher: MicroBatcher[int, int], items: list[int]) -> list[int | str]:
+    """Submit from one thread per item, all at once; each result or error message."""
+    results: list[int | str] = [0] * len(items)
+    start = threading.Barrier(len(items))
+
+    def call(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = batcher.run(items[index])
+        except Exception as error:
+            results[index] = str(error)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "max_wait_s", "items", "results", "largest_batch"),
+    [
+        (4, 0.5, [1, 2, 3, 4], [2, 4, 6, 8], 4),  # a full batch goes at once
+        (4, 0.05, [1, 2], [2, 4], 2),  # a partial one goes after the wait
+        (2, 0.5, [1, 2, 3, 4, 5], [2, 4, 6, 8, 10], 2),  # never more than max_batch
+        (1, 0.0, [1, 2, 3], [2, 4, 6], 1),
+        (8, 0.5, [1, -1, 3], ["bad item -1"] * 3, 3),  # one failure: every caller of the batch hears it
+        (8, 0.5, [5, -2], ["batch of 2 gave 0 results"] * 2, 2),
+    ],
+)
+def test_batches_form_and_results_come_back_in_order(
+    max_batch: int, max_wait_s: float, items: list[int], results: list[int | str], largest_batch: int
+) -> None:
+    batcher = MicroBatcher(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
+    try:
+        assert submit_together(batcher, items) == results
+        assert max(batcher.batch_sizes) == largest_batch
+        assert sum(batcher.batch_sizes) == len(items)
+        assert batcher.run(21) == 42  # a failed batch does not stop the batcher
+    finally:
+        batcher.close()
+
+
+def test_a_lone_item_goes_alone_once_it_has_waited() -> None:
+    batcher = MicroBatcher(doubled, max_batch=64, max_wait_s=0.05)
+    try:
+        assert batcher.submit(3).result(timeout=5) == 6  # the batch of 64 never fills
+    finally:
+        batcher.close()
+    assert batcher.batch_sizes == [1]
+
+
+@pytest.mark.parametrize(("max_batch", "max_wait_s"), [(0, 0.01), (4, -1.0)])
+def test_bad_limits_are_refused(max_batch: int, max_wait_s: float) -> None:
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        MicroBatcher(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
+
+
+def test_a_closed_batcher_refuses_work() -> None:
+    batcher = MicroBatcher(doubled, max_batch=2, max_wait_s=0.01)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.run(1)
