@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trafficrisk.messages import Box, Detection, RiskLevel
+from trafficrisk.workers.analysis import build_groups
+from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
 from trafficrisk.workers.rules import LlmGate, level_for, score_group
 
@@ -79,3 +81,48 @@ def test_gate(prescore: float, wants: bool, high: bool) -> None:
     gate = LlmGate(min_score=0.35, high_priority_score=0.7)
     assert gate.wants_llm(prescore) is wants
     assert gate.is_high_priority(prescore) is high
+
+
+def moving(detection: Detection, vx: float, vy: float = 0.0) -> Detection:
+    return detection.model_copy(update={"velocity": (vx, vy)})
+
+
+# A car (box 0..200 px, ground point x=100) and a pedestrian 400 px further on (x 600..633,
+# ground point 616.7): reach 100 + 16.7 px, gap 400 px. Not near: only motion can group them.
+STILL_PERSON = moving(person(600), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("car_velocity", "level", "ttc"),
+    [
+        (400.0, RiskLevel.HIGH, 1.0),  # closing at 400 px/s: TTC 1.0 s, a serious conflict
+        (160.0, RiskLevel.MEDIUM, 2.5),  # TTC 2.5 s, a potential one
+        (100.0, None, 4.0),  # TTC 4 s: not converging yet, no group
+        (-200.0, None, None),  # driving away
+    ],
+)
+def test_time_to_collision_groups_and_scores(car_velocity: float, level: RiskLevel | None,
+                                             ttc: float | None) -> None:
+    detections = (moving(car(0), car_velocity), STILL_PERSON)
+    groups = build_groups(detections)
+    if level is None:
+        assert groups == ()
+        return
+    (group,) = groups
+    assert group.members == (0, 1)
+    assert group.rules_verdict.risk_level is level
+    assert group.pairs[0].ttc_s == pytest.approx(ttc, abs=0.01)
+    assert group.pairs[0].unit == "px"
+    assert f"time to collision {ttc:.1f} s" in group.rules_verdict.reason
+
+
+def test_calibrated_camera_measures_in_metres() -> None:
+    # 10 px to the metre everywhere (a plain scale), so TTC is the same in seconds.
+    square = [(0, 0), (1000, 0), (1000, 1000), (0, 1000)]
+    plane = GroundPlane(square, [(x / 10, y / 10) for x, y in square])
+    (group,) = build_groups((moving(car(0), 400.0), STILL_PERSON), plane)
+    pair = group.pairs[0]
+    assert pair.unit == "m"
+    assert pair.distance == pytest.approx(51.667, abs=0.01)
+    assert pair.closing_speed == pytest.approx(40.0, abs=0.01)
+    assert pair.ttc_s == pytest.approx(1.0, abs=0.01)

@@ -64,6 +64,9 @@ def test_api_needs_the_token(client: FlaskClient, path: str, headers: dict[str, 
     assert TOKEN not in response.get_data(as_text=True)
 
 
+SQUARE = [[0, 0], [10, 0], [10, 10], [0, 10]]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [
@@ -73,6 +76,16 @@ def test_api_needs_the_token(client: FlaskClient, path: str, headers: dict[str, 
         ({"id": "a", "url": "x", "colour": "red"}, 400, "colour: Extra inputs are not permitted"),
         ({"url": "x"}, 400, "id: Field required"),
         ([1, 2], 400, "body must be a JSON object"),
+        ({"id": "a", "url": "x", "rtsp_transport": "udp"}, 201, None),
+        ({"id": "a", "url": "x", "rtsp_transport": "sctp"}, 400, "rtsp_transport: Input should be 'tcp'"),
+        ({"id": "a", "url": "x", "calibration": {"image_points": SQUARE, "ground_points": SQUARE}},
+         201, None),
+        ({"id": "a", "url": "x", "calibration": {"image_points": SQUARE[:3], "ground_points": SQUARE}},
+         400,
+         "calibration.image_points: Tuple should have at least 4 items"),
+        ({"id": "a", "url": "x", "calibration": {"image_points": [[0, 0], [1, 1], [2, 2], [0, 5]],
+                                                 "ground_points": SQUARE}}, 400,
+         "calibration: Value error, image points: three of the four points lie on one line"),
     ],
 )
 def test_create_camera(client: FlaskClient, body: Any, status: int, error: str | None) -> None:

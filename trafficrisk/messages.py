@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Message(BaseModel):
@@ -56,6 +56,23 @@ class CameraState(StrEnum):
     OFFLINE = "offline"
 
 
+GroundPoints = tuple[tuple[float, float], ...]
+
+
+class Calibration(Message):
+    """Four image points (pixels) and where they lie on the road (metres)."""
+
+    image_points: GroundPoints = Field(min_length=4, max_length=4)
+    ground_points: GroundPoints = Field(min_length=4, max_length=4)
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        from trafficrisk.workers.ground_plane import GroundPlane  # numpy and cv2: only when used
+
+        GroundPlane(self.image_points, self.ground_points)  # CalibrationError is a ValueError
+        return self
+
+
 class Camera(Message):
     """One camera as configured in the YAML file or through the REST API."""
 
@@ -67,6 +84,7 @@ class Camera(Message):
     loop: bool = True  # video files: start again at the end
     snapshot: bool = False  # an HTTP URL that returns one JPEG per request
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    calibration: Calibration | None = None  # speeds and distances in metres when set
 
 
 class FrameRef(Message):
@@ -119,6 +137,8 @@ class Detection(Message):
     label: str
     confidence: float = Field(ge=0, le=1)
     box: Box
+    track_id: int | None = None  # stable per camera while the road user stays in view
+    velocity: tuple[float, float] | None = None  # of the box's bottom centre, px/s
 
 
 class Verdict(Message):
@@ -142,6 +162,23 @@ class Verdict(Message):
         return schema
 
 
+class PairMeasure(Message):
+    """Two road users of a frame (indices into its detections) as constant velocity sees them.
+
+    Lengths are in metres on a calibrated camera, else in pixels (`unit`); times are
+    seconds either way. None: no finite value (moving apart, parallel, never meeting).
+    """
+
+    first: int
+    second: int
+    unit: Literal["m", "px"]
+    distance: float
+    closing_speed: float
+    ttc_s: float | None = None
+    pet_s: float | None = None
+    drac: float | None = None
+
+
 class Group(Message):
     """Road users that interact, with the rules' opinion of them."""
 
@@ -151,6 +188,7 @@ class Group(Message):
     box: Box
     prescore: float = Field(ge=0, le=1)
     rules_verdict: Verdict
+    pairs: tuple[PairMeasure, ...] = ()
 
 
 class AssessRequest(Message):

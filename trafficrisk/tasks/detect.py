@@ -10,7 +10,7 @@ from typing import Any
 from celery import chord
 from celery.signals import celeryd_after_setup
 
-from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
+from trafficrisk.messages import AssessedGroup, AssessRequest, Detection, FrameRef, FrameResult, RiskLevel
 from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 from trafficrisk.runtime import get_store
 from trafficrisk.settings import get_settings
@@ -20,7 +20,9 @@ from trafficrisk.tasks.assess import assess_group
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
 from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
+from trafficrisk.workers.ground_plane import plane_for
 from trafficrisk.workers.rules import LlmGate
+from trafficrisk.workers.tracking import TrackerState, track_frame
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,18 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
         drop(ref, "expired")
         return
     settings = get_settings()
+
+    def track(detections: tuple[Detection, ...]) -> tuple[Detection, ...]:
+        def update(state: Any) -> tuple[tuple[Detection, ...], Any]:
+            tracked = track_frame(TrackerState.from_json(state), detections, ref.seq, ref.captured_at)
+            return tracked.detections, tracked.state.to_json() if tracked.state else None
+        return store.update_tracks(ref.camera_id, update)
+
+    camera = store.get_camera(ref.camera_id)
+    calibration = camera.calibration if camera else None
+    plane = plane_for(calibration.image_points, calibration.ground_points) if calibration else None
     try:
-        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled)
+        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, track=track, plane=plane)
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
         drop(ref, "corrupt")

@@ -7,6 +7,7 @@ decides what to do with the groups the gate flags.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -14,10 +15,14 @@ import numpy as np
 
 from trafficrisk.messages import Box, Detection, Group
 from trafficrisk.workers.detection import Detector
+from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
-from trafficrisk.workers.rules import LlmGate, score_group
+from trafficrisk.workers.interaction import measure_pairs
+from trafficrisk.workers.rules import LlmGate, converging_pairs, score_group
 
 CROP_PADDING = 0.15
+
+Annotate = Callable[[tuple[Detection, ...]], tuple[Detection, ...]]
 
 
 class FrameDecodeError(ValueError):
@@ -56,10 +61,13 @@ def crop_box(image: np.ndarray, box: Box, padding: float = CROP_PADDING) -> np.n
     return image[y1:y2, x1:x2]
 
 
-def build_groups(detections: tuple[Detection, ...]) -> tuple[Group, ...]:
+def build_groups(detections: tuple[Detection, ...], plane: GroundPlane | None = None) -> tuple[Group, ...]:
+    pairs = measure_pairs(detections, plane)
     groups = []
-    for number, members in enumerate(find_groups(detections)):
-        prescore, verdict = score_group(detections, members)
+    for number, members in enumerate(find_groups(detections, converging=converging_pairs(pairs))):
+        inside = set(members)
+        own_pairs = tuple(p for p in pairs if p.first in inside and p.second in inside)
+        prescore, verdict = score_group(detections, members, own_pairs)
         groups.append(Group(
             group_id=f"g{number}",
             members=tuple(members),
@@ -67,6 +75,7 @@ def build_groups(detections: tuple[Detection, ...]) -> tuple[Group, ...]:
             box=Box.union([detections[i].box for i in members]),
             prescore=prescore,
             rules_verdict=verdict,
+            pairs=own_pairs,
         ))
     return tuple(groups)
 
@@ -77,14 +86,22 @@ class FrameAnalyzer:
         self.gate = gate
         self.jpeg_quality = jpeg_quality
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool) -> FrameAnalysis:
-        """Detections and groups of one frame; crops only when an LLM will see them."""
+    def analyze(self, jpeg: bytes, *, want_crops: bool, track: Annotate | None = None,
+                plane: GroundPlane | None = None) -> FrameAnalysis:
+        """Detections and groups of one frame; crops only when an LLM will see them.
+
+        `track` adds track ids and velocities to the detections (it needs the
+        camera's shared tracker state, which the caller holds); `plane` turns pair
+        measures into metres.
+        """
         started = time.perf_counter()
         image = decode_jpeg(jpeg)
         decoded = time.perf_counter()
         detections = tuple(self.detector.detect([image])[0])
         inferred = time.perf_counter()
-        groups = build_groups(detections)
+        if track is not None:
+            detections = track(detections)
+        groups = build_groups(detections, plane)
         crops = {}
         if want_crops:
             crops = {g.group_id: encode_jpeg(crop_box(image, g.box), self.jpeg_quality)

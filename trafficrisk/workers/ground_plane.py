@@ -6,12 +6,16 @@ measured in m/s and m rather than in pixels, which shrink with distance from the
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 Point = tuple[float, float]
+
+log = logging.getLogger(__name__)
 
 
 class CalibrationError(ValueError):
@@ -45,3 +49,13 @@ class GroundPlane:
             raise CalibrationError(f"image point {point} maps to the horizon")
         return float(x / w), float(y / w)
 
+
+
+@functools.lru_cache(maxsize=1024)
+def plane_for(image_points: tuple[Point, ...], ground_points: tuple[Point, ...]) -> GroundPlane | None:
+    """A camera's ground plane, made once; None (logged once) when its points are unusable."""
+    try:
+        return GroundPlane(image_points, ground_points)
+    except CalibrationError as error:
+        log.warning("calibration ignored, measuring in pixels: %s", error)
+        return None

@@ -1,9 +1,9 @@
-"""Which road users interact: nearby ones, linked transitively, form a group."""
+"""Which road users interact: nearby or converging ones, linked transitively, form a group."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from trafficrisk.messages import Detection
 
@@ -24,8 +24,12 @@ def normalized_gap(a: Detection, b: Detection) -> float:
     return math.hypot(dx, dy) / scale
 
 
-def find_groups(detections: Sequence[Detection], proximity: float = DEFAULT_PROXIMITY) -> list[list[int]]:
-    """Indices of detections that form groups of two or more, largest group first."""
+def find_groups(detections: Sequence[Detection], proximity: float = DEFAULT_PROXIMITY,
+                converging: Iterable[tuple[int, int]] = ()) -> list[list[int]]:
+    """Indices of detections that form groups of two or more, largest group first.
+
+    Pairs in `converging` (say, a short time-to-collision) are linked however far apart.
+    """
     parent = list(range(len(detections)))
 
     def root(i: int) -> int:
@@ -38,6 +42,8 @@ def find_groups(detections: Sequence[Detection], proximity: float = DEFAULT_PROX
         for j in range(i + 1, len(detections)):
             if normalized_gap(detections[i], detections[j]) < proximity:
                 parent[root(j)] = root(i)
+    for i, j in converging:
+        parent[root(j)] = root(i)
     members: dict[int, list[int]] = {}
     for i in range(len(detections)):
         members.setdefault(root(i), []).append(i)

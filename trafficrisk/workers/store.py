@@ -7,7 +7,8 @@ imports no redis itself so that it stays plain Python.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from trafficrisk.messages import Alert, Camera, CameraStatus, FrameResult, RiskLevel
 
@@ -17,6 +18,10 @@ STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
+# A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
+TRACKS_TTL_S = 60
+
+Outcome = TypeVar("Outcome")
 
 # For each camera: forget stale frames in flight; if there is room, take the next
 # sequence number and mark that frame in flight, else count a backpressure drop.
@@ -65,6 +70,10 @@ def in_flight_key(camera_id: str) -> str:
 
 def burst_key(camera_id: str) -> str:
     return f"{PREFIX}burst:{camera_id}"
+
+
+def tracks_key(camera_id: str) -> str:
+    return f"{PREFIX}tracks:{camera_id}"
 
 
 def latest_key(camera_id: str) -> str:
@@ -135,6 +144,26 @@ class Store:
         return {c for c, v in zip(camera_ids, values, strict=True) if v}
 
     # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
+    def update_tracks(self, camera_id: str, update: Callable[[Any], tuple[Outcome, Any]]) -> Outcome:
+        """Read, change and write the camera's tracker state as one step for all workers.
+
+        `update(state) -> (outcome, new state or None to leave it)`; it may run again
+        when another worker wrote the state meanwhile (optimistic locking).
+        """
+        key = tracks_key(camera_id)
+        outcomes: list[Outcome] = []
+
+        def attempt(pipe: Any) -> None:
+            raw = pipe.get(key)
+            outcome, new_state = update(json.loads(raw) if raw else None)
+            outcomes[:] = [outcome]
+            if new_state is not None:
+                pipe.multi()
+                pipe.set(key, json.dumps(new_state), ex=TRACKS_TTL_S)
+
+        self.client.transaction(attempt, key)
+        return outcomes[0]
+
     def list_cameras(self) -> list[Camera]:
         raw = self.client.hgetall(CAMERAS_KEY)
         return sorted((Camera.from_wire(v) for v in raw.values()), key=lambda c: c.id)
