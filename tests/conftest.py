@@ -22,7 +22,7 @@ from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader, CapturedFrame
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+DATA = ROOT / "data"
 SAMPLE_VIDEO = ROOT / "data" / "vtest.avi"
 
 

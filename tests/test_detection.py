@@ -25,6 +25,7 @@ from trafficrisk.workers.detection import (
     DetectorError,
     SsdDetector,
     canonical_label,
+    export_model,
     find_yolo_weights,
     has_ultralytics,
     load_detector,
@@ -54,7 +55,7 @@ def bus_jpg() -> np.ndarray:
 
 
 def dog_jpg() -> np.ndarray:
-    return read_image(Path(__file__).parent / "data" / "dog.jpg")
+    return read_image(ROOT / "data" / "dog.jpg")
 
 
 def vtest_frame() -> np.ndarray:
@@ -230,3 +231,37 @@ def test_none_detector_finds_nothing_for_benchmarks() -> None:
     detector = load_detector("none", "cpu", 0.35)
     assert detector.name == "none"
     assert detector.detect([np.zeros((4, 4, 3), np.uint8)] * 2) == [[], []]
+
+
+def test_exported_onnx_model_finds_what_the_checkpoint_finds(
+    tmp_path: Path, get_detector: Callable[[str], Detector]
+) -> None:
+    require(importlib.util.find_spec("onnxruntime") is not None,
+            "onnxruntime is not installed (the 'export' extra)")
+    checkpoint = get_detector(SMARTRAIL)
+    weights = tmp_path / SMARTRAIL  # ultralytics writes the export beside the weights
+    shutil.copy(WEIGHTS / SMARTRAIL, weights)
+    exported = export_model(str(weights), "onnx", "cpu", batch=4)
+    assert exported.suffix == ".onnx" and exported.is_file()
+    onnx = load_detector(str(exported), "cpu", 0.35)
+    frames = [vtest_frame(), bus_jpg()]
+    for mine, theirs in zip(onnx.detect(frames), checkpoint.detect(frames), strict=True):
+        assert sorted(d.label for d in mine) == sorted(d.label for d in theirs)
+        assert len(mine) > 0
+
+
+@pytest.mark.parametrize(
+    ("weights", "fmt", "device", "message"),
+    [
+        (f"var/weights/{SMARTRAIL}", "tflite", "cpu", "unknown export format 'tflite'"),
+        ("model.onnx", "onnx", "cpu", "export needs PyTorch weights"),
+        ("/nonexistent/x.pt", "onnx", "cpu", "'/nonexistent/x.pt' not found"),
+        (f"var/weights/{SMARTRAIL}", "engine", "cpu", "TensorRT engines are built on an NVIDIA GPU"),
+    ],
+)
+def test_export_rejects(weights: str, fmt: str, device: str, message: str) -> None:
+    if weights.startswith("var/"):
+        require((ROOT / weights).is_file(), f"{weights} is missing: run scripts/fetch-test-weights")
+        weights = str(ROOT / weights)
+    with pytest.raises(DetectorError, match=message):
+        export_model(weights, fmt, device)

@@ -81,6 +81,24 @@ def check(settings: Settings) -> None:
           f"LLM {'on' if settings.is_llm_enabled else 'off (rules only)'}")
 
 
+def export_model_command(settings: Settings, fmt: str) -> None:
+    from trafficrisk.workers.detection import DetectorError, export_model
+
+    try:
+        output = export_model(settings.model, fmt, settings.device, settings.detect_batch_size)
+    except DetectorError as error:
+        raise SettingsError(f"TRAFFICRISK_MODEL: {error}") from None
+    print(f"exported {settings.model} to {output}\nuse it with TRAFFICRISK_MODEL={output}")
+
+
+def write_scenarios(name: str, folder: Path) -> None:
+    from trafficrisk.scenario import SCENARIOS, write
+
+    for scenario in SCENARIOS.values() if name == "all" else [SCENARIOS[name]]:
+        clip, truth = write(scenario, folder)
+        print(f"{scenario.name}: {clip} and {truth}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trafficrisk", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("flower", help="Flower, behind basic auth")
     worker = commands.add_parser("worker", help="a Celery worker for one role")
     worker.add_argument("role", choices=sorted(WORKER_ROLES))
+    export = commands.add_parser("export", help="export the YOLO model (TRAFFICRISK_MODEL) to run faster")
+    export.add_argument("--format", default="onnx", choices=["onnx", "openvino", "engine"],
+                        help="onnx or openvino for CPUs, engine (TensorRT) for NVIDIA GPUs")
+    scenario = commands.add_parser("scenario", help="write a scenario clip and its ground truth")
+    scenario.add_argument("name", choices=["near-miss", "crossing", "parallel", "parked", "all"])
+    scenario.add_argument("--out", type=Path, default=Path("var/scenarios"))
     commands.add_parser("llm-sim", help="the OpenAI-compatible LLM simulator", add_help=False)
     return parser
 
@@ -103,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         llm_sim.main(argv[1:])
         return
     args = _parser().parse_args(argv)
+    if args.command == "scenario":
+        write_scenarios(args.name, args.out)
+        return
     if args.command == "run":
         from trafficrisk import localrun
 
@@ -127,6 +154,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         run_web(settings)
     elif args.command == "flower":
         run_flower(settings)
+    elif args.command == "export":
+        export_model_command(settings, args.format)
     elif args.command == "worker":
         command = worker_command(args.role, settings)
         os.execv(command[0], command)

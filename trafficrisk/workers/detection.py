@@ -229,6 +229,31 @@ def _load_auto(device: str, confidence: float) -> Detector:
     return YoloDetector(str(weights), device, confidence)
 
 
+EXPORT_FORMATS = ("onnx", "openvino", "engine")
+
+
+def export_model(weights: str, fmt: str, device: str = "auto", batch: int = 8) -> Path:
+    """Export YOLO weights through ultralytics: ONNX or OpenVINO for CPUs, TensorRT ("engine")
+    for NVIDIA GPUs (fp16). Batches up to `batch` (dynamic shapes), as the detect worker sends."""
+    if fmt not in EXPORT_FORMATS:
+        raise DetectorError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if not weights.lower().endswith(".pt"):
+        raise DetectorError(f"export needs PyTorch weights (.pt), not {weights!r}")
+    if not Path(weights).expanduser().is_file():
+        raise DetectorError(f"YOLO weights {weights!r} not found")
+    YOLO = _import_yolo()
+    chosen = _select_device(device)
+    on_gpu = chosen != "cpu"
+    if fmt == "engine" and not on_gpu:
+        raise DetectorError("TensorRT engines are built on an NVIDIA GPU: set TRAFFICRISK_DEVICE to one")
+    try:
+        output = YOLO(weights).export(format=fmt, dynamic=True, batch=batch, half=on_gpu and fmt == "engine",
+                                      device=chosen)
+    except Exception as exc:  # ultralytics raises many kinds; missing exporter packages among them
+        raise DetectorError(f"export of {weights} to {fmt} failed: {exc}") from exc
+    return Path(output)
+
+
 def has_ultralytics() -> bool:
     return importlib.util.find_spec("ultralytics") is not None
 
