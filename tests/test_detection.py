@@ -244,10 +244,11 @@ def test_exported_onnx_model_finds_what_the_checkpoint_finds(
     exported = export_model(str(weights), "onnx", "cpu", batch=4)
     assert exported.suffix == ".onnx" and exported.is_file()
     onnx = load_detector(str(exported), "cpu", 0.35)
-    frames = [vtest_frame(), bus_jpg()]
-    for mine, theirs in zip(onnx.detect(frames), checkpoint.detect(frames), strict=True):
-        assert sorted(d.label for d in mine) == sorted(d.label for d in theirs)
-        assert len(mine) > 0
+    frames = [vtest_frame(), bus_jpg()]  # pedestrians; nothing this railway model knows
+    found = onnx.detect(frames)
+    expected = checkpoint.detect(frames)
+    assert [sorted(d.label for d in f) for f in found] == [sorted(d.label for d in f) for f in expected]
+    assert len(found[0]) >= 3 and found[1] == []
 
 
 @pytest.mark.parametrize(

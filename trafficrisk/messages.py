@@ -73,6 +73,29 @@ class Calibration(Message):
         return self
 
 
+class Zone(Message):
+    """A polygon (a crosswalk, a junction box) or a counting line, in image pixels."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_ -]{1,40}$")
+    kind: Literal["polygon", "line"] = "polygon"
+    points: GroundPoints
+    classes: tuple[str, ...] = ()  # the road-user labels it watches; empty: all
+
+    @model_validator(mode="after")
+    def _enough_points(self) -> Self:
+        least = 3 if self.kind == "polygon" else 2
+        if len(self.points) < least:
+            raise ValueError(f"a {self.kind} needs at least {least} points, got {len(self.points)}")
+        return self
+
+
+class LineCrossing(Message):
+    line: str
+    track_id: int
+    label: str
+    direction: Literal["in", "out"]
+
+
 class Camera(Message):
     """One camera as configured in the YAML file or through the REST API."""
 
@@ -85,6 +108,14 @@ class Camera(Message):
     snapshot: bool = False  # an HTTP URL that returns one JPEG per request
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     calibration: Calibration | None = None  # speeds and distances in metres when set
+    zones: tuple[Zone, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self) -> Self:
+        names = [zone.name for zone in self.zones]
+        if len(names) != len(set(names)):
+            raise ValueError(f"zone names must be unique, got {names}")
+        return self
 
 
 class FrameRef(Message):
@@ -139,6 +170,7 @@ class Detection(Message):
     box: Box
     track_id: int | None = None  # stable per camera while the road user stays in view
     velocity: tuple[float, float] | None = None  # of the box's bottom centre, px/s
+    zones: tuple[str, ...] = ()  # the camera's polygons its ground point is in
 
 
 class Verdict(Message):
@@ -226,6 +258,7 @@ class FrameResult(Message):
     detections: tuple[Detection, ...]
     groups: tuple[AssessedGroup, ...]
     risk_level: RiskLevel
+    crossings: tuple[LineCrossing, ...] = ()
     timings: dict[str, float] = Field(default_factory=dict)
 
 

@@ -22,7 +22,7 @@ from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.ground_plane import plane_for
 from trafficrisk.workers.rules import LlmGate
-from trafficrisk.workers.tracking import TrackerState, track_frame
+from trafficrisk.workers.tracking import Point, TrackedFrame, TrackerState, track_frame
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,19 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
         return
     settings = get_settings()
 
-    def track(detections: tuple[Detection, ...]) -> tuple[Detection, ...]:
-        def update(state: Any) -> tuple[tuple[Detection, ...], Any]:
+    def track(detections: tuple[Detection, ...]) -> tuple[tuple[Detection, ...], dict[int, Point]]:
+        def update(state: Any) -> tuple[TrackedFrame, Any]:
             tracked = track_frame(TrackerState.from_json(state), detections, ref.seq, ref.captured_at)
-            return tracked.detections, tracked.state.to_json() if tracked.state else None
-        return store.update_tracks(ref.camera_id, update)
+            return tracked, tracked.state.to_json() if tracked.state else None
+        tracked = store.update_tracks(ref.camera_id, update)
+        return tracked.detections, tracked.previous
 
     camera = store.get_camera(ref.camera_id)
     calibration = camera.calibration if camera else None
     plane = plane_for(calibration.image_points, calibration.ground_points) if calibration else None
     try:
-        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, track=track, plane=plane)
+        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, track=track, plane=plane,
+                                          zones=camera.zones if camera else ())
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
         drop(ref, "corrupt")
@@ -103,6 +105,7 @@ def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) ->
         detections=analysis.detections,
         groups=tuple(AssessedGroup(group=g, verdict=g.rules_verdict) for g in analysis.groups),
         risk_level=RiskLevel.highest([g.rules_verdict.risk_level for g in analysis.groups]),
+        crossings=analysis.crossings,
         timings={"queue_wait_s": queue_wait_s, **analysis.timings},
     )
 

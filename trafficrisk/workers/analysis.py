@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from trafficrisk.messages import Box, Detection, Group
+from trafficrisk.messages import Box, Detection, Group, LineCrossing, Zone
 from trafficrisk.workers.detection import Detector
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
 from trafficrisk.workers.interaction import measure_pairs
 from trafficrisk.workers.rules import LlmGate, converging_pairs, score_group
+from trafficrisk.workers.zones import crossings, zones_of
 
 CROP_PADDING = 0.15
 
-Annotate = Callable[[tuple[Detection, ...]], tuple[Detection, ...]]
+# Adds track ids and velocities; also gives each followed track's previous ground point.
+Track = Callable[[tuple[Detection, ...]], tuple[tuple[Detection, ...], dict[int, tuple[float, float]]]]
 
 
 class FrameDecodeError(ValueError):
@@ -36,6 +38,7 @@ class FrameAnalysis:
     # Crops (JPEG) of the groups the gate sends to the LLM, by group id.
     crops: dict[str, bytes] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    crossings: tuple[LineCrossing, ...] = ()
 
 
 def decode_jpeg(jpeg: bytes) -> np.ndarray:
@@ -86,30 +89,34 @@ class FrameAnalyzer:
         self.gate = gate
         self.jpeg_quality = jpeg_quality
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool, track: Annotate | None = None,
-                plane: GroundPlane | None = None) -> FrameAnalysis:
+    def analyze(self, jpeg: bytes, *, want_crops: bool, track: Track | None = None,
+                plane: GroundPlane | None = None, zones: tuple[Zone, ...] = ()) -> FrameAnalysis:
         """Detections and groups of one frame; crops only when an LLM will see them.
 
         `track` adds track ids and velocities to the detections (it needs the
         camera's shared tracker state, which the caller holds); `plane` turns pair
-        measures into metres.
+        measures into metres; `zones` give zone membership and line crossings.
         """
         started = time.perf_counter()
         image = decode_jpeg(jpeg)
         decoded = time.perf_counter()
         detections = tuple(self.detector.detect([image])[0])
         inferred = time.perf_counter()
+        previous: dict[int, tuple[float, float]] = {}
         if track is not None:
-            detections = track(detections)
+            detections, previous = track(detections)
+        if zones:
+            detections = tuple(d.model_copy(update={"zones": zones_of(d, zones)}) for d in detections)
         groups = build_groups(detections, plane)
         crops = {}
         if want_crops:
             crops = {g.group_id: encode_jpeg(crop_box(image, g.box), self.jpeg_quality)
                      for g in groups if self.gate.wants_llm(g.prescore)}
+        crossed = tuple(crossings(detections, previous, zones))
         finished = time.perf_counter()
         timings = {
             "decode_s": round(decoded - started, 4),
             "inference_s": round(inferred - decoded, 4),
             "postprocess_s": round(finished - inferred, 4),
         }
-        return FrameAnalysis(detections, groups, crops, timings)
+        return FrameAnalysis(detections, groups, crops, timings, crossed)

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -247,8 +248,12 @@ def export_model(weights: str, fmt: str, device: str = "auto", batch: int = 8) -
     if fmt == "engine" and not on_gpu:
         raise DetectorError("TensorRT engines are built on an NVIDIA GPU: set TRAFFICRISK_DEVICE to one")
     try:
-        output = YOLO(weights).export(format=fmt, dynamic=True, batch=batch, half=on_gpu and fmt == "engine",
-                                      device=chosen)
+        with warnings.catch_warnings():
+            # The exporters (torch's TorchScript-based ONNX export, which torch 2.9+ calls legacy;
+            # onnx; onnxslim) warn about their own internals: nothing a user of the export can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            output = YOLO(weights).export(format=fmt, dynamic=True, batch=batch,
+                                          half=on_gpu and fmt == "engine", device=chosen)
     except Exception as exc:  # ultralytics raises many kinds; missing exporter packages among them
         raise DetectorError(f"export of {weights} to {fmt} failed: {exc}") from exc
     return Path(output)

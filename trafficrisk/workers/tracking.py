@@ -29,6 +29,7 @@ MIN_IOU = 0.1
 VELOCITY_SMOOTHING = 0.6
 
 Corners = tuple[float, float, float, float]
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class TrackerState:
 class TrackedFrame:
     detections: tuple[Detection, ...]  # with track_id and velocity where known
     state: TrackerState | None  # the new state, or None for a late frame (state unchanged)
+    # Ground points of the followed tracks before this frame, by track id (empty when late).
+    previous: dict[int, Point] = field(default_factory=dict)
 
 
 def _corners(box: Box) -> Corners:
@@ -84,7 +87,7 @@ def iou(a: Corners, b: Corners) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-def ground_point(box: Corners) -> tuple[float, float]:
+def ground_point(box: Corners) -> Point:
     """Where a road user touches the ground: the bottom centre of its box."""
     return (box[0] + box[2]) / 2, box[3]
 
@@ -144,10 +147,13 @@ def track_frame(state: TrackerState, detections: Sequence[Detection], seq: int, 
                                   for i, d in enumerate(detections)), None)
     next_id = state.next_id
     followed: dict[int, Track] = {}
+    previous: dict[int, Point] = {}
     annotated = []
     for i, detection in enumerate(detections):
         if i in matches:
-            track = _followed(live[matches[i]], detection, at)
+            last = live[matches[i]]
+            previous[last.track_id] = ground_point(last.box)
+            track = _followed(last, detection, at)
         else:
             track = Track(next_id, detection.label, _corners(detection.box), at)
             next_id += 1
@@ -155,4 +161,4 @@ def track_frame(state: TrackerState, detections: Sequence[Detection], seq: int, 
         annotated.append(_annotated(detection, track))
     unseen = tuple(t for t in live if t.track_id not in followed)
     new_state = TrackerState(seq=seq, next_id=next_id, tracks=(*followed.values(), *unseen))
-    return TrackedFrame(tuple(annotated), new_state)
+    return TrackedFrame(tuple(annotated), new_state, previous)
