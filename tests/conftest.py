@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +229,28 @@ def offline_reason(camera: Camera, timeout_s: float = 2.0) -> str:
         reader.stop()
     assert reader.latest() is None
     return reason
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             details: Callable[[], str] | None = None) -> Any:
+    """The predicate's first truthy value; fails after `timeout` with `details()` (say, log tails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{details() if details else ''}")
+
+
+def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, then SIGKILL what has not ended in 20 s."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from trafficrisk.messages import Box, Detection
 from trafficrisk.workers.detection import (
     CANONICAL_LABELS,
     Detector,
@@ -29,6 +30,7 @@ from trafficrisk.workers.detection import (
     find_yolo_weights,
     has_ultralytics,
     load_detector,
+    suppress_duplicates,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,3 +268,21 @@ def test_export_rejects(weights: str, fmt: str, device: str, message: str) -> No
         weights = str(ROOT / weights)
     with pytest.raises(DetectorError, match=message):
         export_model(weights, fmt, device)
+
+
+def boxed(label: str, confidence: float, x1: float, x2: float = 0) -> Detection:
+    return Detection(label=label, confidence=confidence, box=Box(x1=x1, y1=0, x2=x2 or x1 + 100, y2=50))
+
+
+@pytest.mark.parametrize(
+    ("detections", "kept"),
+    [
+        ([boxed("car", 0.8, 0), boxed("truck", 0.55, 1)], [("car", 0.8)]),  # one pickup, two classes
+        ([boxed("truck", 0.9, 0), boxed("car", 0.5, 0)], [("truck", 0.9)]),
+        ([boxed("car", 0.8, 0), boxed("car", 0.7, 60)], [("car", 0.8), ("car", 0.7)]),  # side by side
+        ([boxed("person", 0.9, 0, 30), boxed("car", 0.8, 0)], [("person", 0.9), ("car", 0.8)]),  # in front
+        ([], []),
+    ],
+)
+def test_suppress_duplicates(detections: list[Detection], kept: list[tuple[str, float]]) -> None:
+    assert [(d.label, d.confidence) for d in suppress_duplicates(detections)] == kept

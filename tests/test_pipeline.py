@@ -23,7 +23,7 @@ import redis
 import requests
 import socketio
 
-from conftest import SAMPLE_VIDEO, LlmSim, RtspServer, free_port, wait_for_port
+from conftest import SAMPLE_VIDEO, LlmSim, RtspServer, free_port, stop_all, wait_for, wait_for_port
 from trafficrisk.messages import CameraState, FrameResult
 from trafficrisk.workers.store import Store
 
@@ -49,14 +49,7 @@ class Fleet:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, fleet: Fleet | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    detail = fleet.log_tails() if fleet else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
+    return wait_for(predicate, timeout, what, fleet.log_tails if fleet else None)
 
 
 def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> dict[str, str]:
@@ -92,18 +85,6 @@ def start(fleet: Fleet, name: str, *args: str) -> None:
     with (fleet.logs / f"{name}.log").open("wb") as log:
         fleet.procs[name] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", *args], env=fleet.env,
                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from trafficrisk.messages import Box, Detection, RiskLevel
 from trafficrisk.workers.analysis import build_groups
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
+from trafficrisk.workers.interaction import with_speeds
 from trafficrisk.workers.rules import LlmGate, level_for, score_group
 
 
@@ -126,3 +127,5 @@ def test_calibrated_camera_measures_in_metres() -> None:
     assert pair.distance == pytest.approx(51.667, abs=0.01)
     assert pair.closing_speed == pytest.approx(40.0, abs=0.01)
     assert pair.ttc_s == pytest.approx(1.0, abs=0.01)
+    car_speed, person_speed = (d.speed_mps for d in with_speeds((moving(car(0), 400.0), STILL_PERSON), plane))
+    assert (car_speed, person_speed) == (40.0, 0.0)

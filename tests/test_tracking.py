@@ -42,6 +42,8 @@ TWO = [(n, float(n), [walker(100 + 20 * n), walker(400)]) for n in range(1, 6)]
         ([TWO[0], (2, 1 + MAX_AGE_S + 1, [walker(120), walker(400)])], [[1, 2], [3, 4]], 2),
         # a car where a person was is another road user
         ([TWO[0], (2, 2.0, [walker(120, "car"), walker(400)])], [[1, 2], [3, 2]], 2),
+        # a pickup that the detector calls a car, then a truck, is one road user
+        ([(1, 1.0, [walker(100, "car")]), (2, 2.0, [walker(120, "truck")])], [[1], [1]], 2),
         ([(1, 1.0, [])], [[]], 1),
     ],
 )

@@ -44,13 +44,13 @@ def run_capture(settings: Settings) -> None:
         service.run(stop)
 
 
-def worker_command(role: str, settings: Settings) -> list[str]:
+def worker_command(role: str, settings: Settings, name: str | None = None) -> list[str]:
     options = list(WORKER_ROLES[role])
     if role == "assess":
         options += ["-c", str(settings.llm_concurrency)]
     if role == "detect":  # two threads per batch slot: one batch fills while the last runs
         options += ["-c", str(2 * settings.detect_batch_size)]
-    return [_bin("celery"), "-A", CELERY_APP, "worker", "-n", f"{role}@%h", "-E",
+    return [_bin("celery"), "-A", CELERY_APP, "worker", "-n", name or f"{role}@%h", "-E",
             "--loglevel", settings.log_level, *options]
 
 
@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("flower", help="Flower, behind basic auth")
     worker = commands.add_parser("worker", help="a Celery worker for one role")
     worker.add_argument("role", choices=sorted(WORKER_ROLES))
+    worker.add_argument("--name", help="node name, for several workers of a role on one machine "
+                                       "(default ROLE@%%h)")
     export = commands.add_parser("export", help="export the YOLO model (TRAFFICRISK_MODEL) to run faster")
     export.add_argument("--format", default="onnx", choices=["onnx", "openvino", "engine"],
                         help="onnx or openvino for CPUs, engine (TensorRT) for NVIDIA GPUs")
@@ -157,7 +159,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "export":
         export_model_command(settings, args.format)
     elif args.command == "worker":
-        command = worker_command(args.role, settings)
+        command = worker_command(args.role, settings, args.name)
         os.execv(command[0], command)
 
 

@@ -170,6 +170,7 @@ class Detection(Message):
     box: Box
     track_id: int | None = None  # stable per camera while the road user stays in view
     velocity: tuple[float, float] | None = None  # of the box's bottom centre, px/s
+    speed_mps: float | None = None  # on a calibrated camera, from the velocity
     zones: tuple[str, ...] = ()  # the camera's polygons its ground point is in
 
 

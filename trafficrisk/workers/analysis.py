@@ -17,7 +17,7 @@ from trafficrisk.messages import Box, Detection, Group, LineCrossing, Zone
 from trafficrisk.workers.detection import Detector
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
-from trafficrisk.workers.interaction import measure_pairs
+from trafficrisk.workers.interaction import measure_pairs, with_speeds
 from trafficrisk.workers.rules import LlmGate, converging_pairs, score_group
 from trafficrisk.workers.zones import crossings, zones_of
 
@@ -107,6 +107,8 @@ class FrameAnalyzer:
             detections, previous = track(detections)
         if zones:
             detections = tuple(d.model_copy(update={"zones": zones_of(d, zones)}) for d in detections)
+        if plane is not None:
+            detections = with_speeds(detections, plane)
         groups = build_groups(detections, plane)
         crops = {}
         if want_crops:

@@ -44,6 +44,9 @@ _ALIASES: dict[str, str] = {
     "lorry": "truck", "pickup": "truck", "pickuptruck": "truck", "trucks": "truck",
 }
 
+# Boxes of one road user under two classes overlap almost entirely.
+DUPLICATE_IOU = 0.7
+
 # TensorFlow's COCO label map has 90 ids with gaps; only road users are kept.
 _SSD_CLASSES = {1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 6: "bus", 8: "truck"}
 
@@ -85,6 +88,24 @@ def to_detection(
     return Detection(label=label, confidence=min(max(float(confidence), 0.0), 1.0), box=box)
 
 
+def _iou(a: Box, b: Box) -> float:
+    width, height = min(a.x2, b.x2) - max(a.x1, b.x1), min(a.y2, b.y2) - max(a.y1, b.y1)
+    if width <= 0 or height <= 0:
+        return 0.0
+    overlap = width * height
+    return overlap / (a.width * a.height + b.width * b.height - overlap)
+
+
+def suppress_duplicates(detections: list[Detection], iou: float = DUPLICATE_IOU) -> list[Detection]:
+    """One detection per road user: where boxes of different classes (a `car` and a `truck`
+    on the same pickup) overlap by `iou` or more, keep the most confident."""
+    kept: list[Detection] = []
+    for detection in sorted(detections, key=lambda d: -d.confidence):
+        if all(_iou(detection.box, other.box) < iou for other in kept):
+            kept.append(detection)
+    return kept
+
+
 class YoloDetector:
     """Any ultralytics checkpoint; segmentation models work too (boxes only)."""
 
@@ -113,6 +134,7 @@ class YoloDetector:
             return []
         results = self._model.predict(
             list(images), conf=self.confidence, device=self.device, classes=self.class_ids, verbose=False,
+            agnostic_nms=True,  # one box per road user, not a `car` and a `truck` on the same pickup
             **self._precision,
         )
         return [self._detections(result, image.shape) for result, image in zip(results, images, strict=True)]
@@ -165,7 +187,7 @@ class SsdDetector:
             detection = to_detection(label, score, xyxy, shape)
             if detection is not None:
                 found[int(index)].append(detection)
-        return found
+        return [suppress_duplicates(detections) for detections in found]
 
     def warm_up(self, batch: int = 1) -> None:
         self.detect([np.zeros((*SSD_INPUT, 3), dtype=np.uint8)] * batch)

@@ -25,6 +25,18 @@ def _on_ground(detection: Detection, plane: GroundPlane | None) -> tuple[Vector,
     return here, (ahead[0] - here[0], ahead[1] - here[1]), half_width
 
 
+def with_speeds(detections: tuple[Detection, ...], plane: GroundPlane) -> tuple[Detection, ...]:
+    """Each tracked road user's ground speed in m/s, through the camera's calibration."""
+    speeds = []
+    for detection in detections:
+        if detection.velocity is None:
+            speeds.append(detection)
+            continue
+        _, (vx, vy), _ = _on_ground(detection, plane)
+        speeds.append(detection.model_copy(update={"speed_mps": round((vx * vx + vy * vy) ** 0.5, 2)}))
+    return tuple(speeds)
+
+
 def measure_pairs(detections: Sequence[Detection], plane: GroundPlane | None) -> list[PairMeasure]:
     """Every pair in which someone moves (a known velocity); a frame has a handful of road users."""
     unit = "px" if plane is None else "m"

@@ -98,13 +98,23 @@ def _centre_distance(a: Corners, b: Corners) -> float:
     return math.dist(((a[0] + a[2]) / 2, (a[1] + a[3]) / 2), ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)) / scale
 
 
+# Detectors waver between neighbouring classes of one road user (a pickup is a `car` in
+# one frame, a `truck` in the next); a track follows its family, and takes the newest label.
+FAMILIES = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle",
+            "bicycle": "two-wheeler", "motorcycle": "two-wheeler", "person": "person"}
+
+
+def same_family(a: str, b: str) -> bool:
+    return FAMILIES.get(a, a) == FAMILIES.get(b, b)
+
+
 def match(tracks: Sequence[Track], detections: Sequence[Detection], at: float) -> dict[int, int]:
     """Detection index -> track index, greedily best first; one detection per track."""
     candidates = []
     for t, track in enumerate(tracks):
         predicted = track.predicted(at)
         for d, detection in enumerate(detections):
-            if detection.label != track.label:
+            if not same_family(detection.label, track.label):
                 continue
             box = _corners(detection.box)
             overlap, distance = iou(predicted, box), _centre_distance(predicted, box)
@@ -123,12 +133,12 @@ def _followed(track: Track, detection: Detection, at: float) -> Track:
     box = _corners(detection.box)
     dt = at - track.seen_at
     if dt <= 0:
-        return replace(track, box=box)
+        return replace(track, box=box, label=detection.label)
     (x0, y0), (x1, y1) = ground_point(track.box), ground_point(box)
     measured = ((x1 - x0) / dt, (y1 - y0) / dt)
     weight = VELOCITY_SMOOTHING if track.hits >= 2 else 1.0
     velocity = tuple(weight * m + (1 - weight) * v for m, v in zip(measured, track.velocity, strict=True))
-    return Track(track.track_id, track.label, box, at, (velocity[0], velocity[1]), track.hits + 1)
+    return Track(track.track_id, detection.label, box, at, (velocity[0], velocity[1]), track.hits + 1)
 
 
 def _annotated(detection: Detection, track: Track | None) -> Detection:
