@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from trafficrisk.settings import SettingsError, load_settings
-from trafficrisk.workers.camera_file import CameraFileError, load_cameras
+from trafficrisk.workers.camera_file import CameraFile, CameraFileError, load_cameras
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +108,13 @@ def test_wrong_field_in_yaml_stops_start_up(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"trafficrisk: {path}: cameras.0.colour: Extra inputs are not permitted"]
+
+
+def test_the_readme_cameras_example_is_valid() -> None:
+    """The cameras file shown in the README loads as it stands, zones and calibration too."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(cameras:.*?)```", readme, re.S)
+    assert block is not None
+    cameras = CameraFile.model_validate(yaml.safe_load(block.group(1))).cameras
+    assert [c.id for c in cameras] == ["main-street", "gate", "lobby", "desk", "replay"]
+    assert cameras[0].calibration is not None and [z.kind for z in cameras[0].zones] == ["polygon", "line"]
