@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 import redis
 
 from trafficrisk.messages import Box, Detection
 from trafficrisk.workers.store import Store
-from trafficrisk.workers.tracking import MAX_AGE_S, TrackerState, track_frame
+from trafficrisk.workers.tracking import MAX_AGE_S, TrackerState, shared_tracker, track_frame
 
 
 def walker(x: float, label: str = "person", y: float = 100.0) -> Detection:
@@ -90,11 +89,8 @@ def test_two_workers_share_one_camera_s_tracks(redis_url: str) -> None:
         store = Store(redis.Redis.from_url(redis_url))
         barrier.wait()
         for seq, at, detections in mine:
-            def update(state: Any, seq: int = seq, at: float = at,
-                       detections: list[Detection] = detections) -> tuple[Any, Any]:
-                tracked = track_frame(TrackerState.from_json(state), detections, seq, at)
-                return tracked.detections, tracked.state.to_json() if tracked.state else None
-            ids[seq] = store.update_tracks("cam", update)[0].track_id
+            tracked, _ = shared_tracker(store, "cam", seq, at)(tuple(detections))
+            ids[seq] = tracked[0].track_id
 
     threads = [threading.Thread(target=worker, args=(frames[i::2],)) for i in range(2)]
     for thread in threads:

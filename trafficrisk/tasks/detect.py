@@ -10,7 +10,7 @@ from typing import Any
 from celery import chord
 from celery.signals import celeryd_after_setup
 
-from trafficrisk.messages import AssessedGroup, AssessRequest, Detection, FrameRef, FrameResult, RiskLevel
+from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
 from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 from trafficrisk.runtime import get_store
 from trafficrisk.settings import get_settings
@@ -22,7 +22,7 @@ from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.ground_plane import plane_for
 from trafficrisk.workers.rules import LlmGate
-from trafficrisk.workers.tracking import Point, TrackedFrame, TrackerState, track_frame
+from trafficrisk.workers.tracking import shared_tracker
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,7 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
         drop(ref, "expired")
         return
     settings = get_settings()
-
-    def track(detections: tuple[Detection, ...]) -> tuple[tuple[Detection, ...], dict[int, Point]]:
-        def update(state: Any) -> tuple[TrackedFrame, Any]:
-            tracked = track_frame(TrackerState.from_json(state), detections, ref.seq, ref.captured_at)
-            return tracked, tracked.state.to_json() if tracked.state else None
-        tracked = store.update_tracks(ref.camera_id, update)
-        return tracked.detections, tracked.previous
-
+    track = shared_tracker(store, ref.camera_id, ref.seq, ref.captured_at)
     camera = store.get_camera(ref.camera_id)
     calibration = camera.calibration if camera else None
     plane = plane_for(calibration.image_points, calibration.ground_points) if calibration else None

@@ -7,7 +7,6 @@ decides what to do with the groups the gate flags.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,12 +18,11 @@ from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.grouping import find_groups
 from trafficrisk.workers.interaction import measure_pairs, with_speeds
 from trafficrisk.workers.rules import LlmGate, converging_pairs, score_group
+from trafficrisk.workers.tracking import FrameTracker
 from trafficrisk.workers.zones import crossings, zones_of
 
 CROP_PADDING = 0.15
 
-# Adds track ids and velocities; also gives each followed track's previous ground point.
-Track = Callable[[tuple[Detection, ...]], tuple[tuple[Detection, ...], dict[int, tuple[float, float]]]]
 
 
 class FrameDecodeError(ValueError):
@@ -89,7 +87,7 @@ class FrameAnalyzer:
         self.gate = gate
         self.jpeg_quality = jpeg_quality
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool, track: Track | None = None,
+    def analyze(self, jpeg: bytes, *, want_crops: bool, track: FrameTracker | None = None,
                 plane: GroundPlane | None = None, zones: tuple[Zone, ...] = ()) -> FrameAnalysis:
         """Detections and groups of one frame; crops only when an LLM will see them.
 

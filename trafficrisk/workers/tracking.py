@@ -14,9 +14,9 @@ for small or fast road users that no longer overlap at a low sample rate.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from trafficrisk.messages import Box, Detection
 
@@ -172,3 +172,25 @@ def track_frame(state: TrackerState, detections: Sequence[Detection], seq: int, 
     unseen = tuple(t for t in live if t.track_id not in followed)
     new_state = TrackerState(seq=seq, next_id=next_id, tracks=(*followed.values(), *unseen))
     return TrackedFrame(tuple(annotated), new_state, previous)
+
+
+class TrackStore(Protocol):
+    def update_tracks(self, camera_id: str, update: Callable[[Any], tuple[Any, Any]]) -> Any: ...
+
+
+FrameTracker = Callable[[tuple[Detection, ...]], tuple[tuple[Detection, ...], dict[int, Point]]]
+
+
+def shared_tracker(store: TrackStore, camera_id: str, seq: int, at: float) -> FrameTracker:
+    """Tracks one frame's detections against the camera's state that every worker shares.
+
+    Gives the detections with track ids and velocities, and the followed tracks'
+    previous ground points (for line crossings).
+    """
+    def track(detections: tuple[Detection, ...]) -> tuple[tuple[Detection, ...], dict[int, Point]]:
+        def update(state: Any) -> tuple[TrackedFrame, Any]:
+            tracked = track_frame(TrackerState.from_json(state), detections, seq, at)
+            return tracked, tracked.state.to_json() if tracked.state else None
+        tracked: TrackedFrame = store.update_tracks(camera_id, update)
+        return tracked.detections, tracked.previous
+    return track
