@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import redis
 
 from conftest import DATA, LlmSim, free_port
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.workers.assessment import assess
+from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 from trafficrisk.workers.llm import LlmClient, LlmError, build_messages, describe_group, parse_verdict
 
 KEYS = ["sk-test-aaaa1111", "sk-test-bbbb2222"]
@@ -17,13 +21,20 @@ GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x
               prescore=0.65, rules_verdict=RULES)
 
 
-def client(sim: LlmSim, timeout_s: float = 5.0) -> LlmClient:
-    return LlmClient(sim.url, "sim-vision", KEYS, timeout_s=timeout_s)
+@pytest.fixture
+def pool(redis_url: str) -> KeyPool:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    return KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
 
 
-def test_valid_reply_is_an_llm_verdict_with_usage(llm_sim: LlmSim) -> None:
+def client(sim: LlmSim, pool: KeyPool | None, timeout_s: float = 5.0) -> LlmClient:
+    return LlmClient(sim.url, "sim-vision", pool, timeout_s=timeout_s)
+
+
+def test_valid_reply_is_an_llm_verdict_with_usage(llm_sim: LlmSim, pool: KeyPool) -> None:
     llm_sim.configure()
-    with client(llm_sim) as llm:
+    with client(llm_sim, pool) as llm:
         verdict, usage = llm.assess(CROP, describe_group(GROUP, 640, 480))
     assert verdict.source is VerdictSource.LLM
     assert verdict.risk_level is RiskLevel.HIGH  # the simulator reads the pre-score 0.65
@@ -38,16 +49,17 @@ def test_valid_reply_is_an_llm_verdict_with_usage(llm_sim: LlmSim) -> None:
         ({"timeout_rate": 1.0}, 0.5, "timeout"),
     ],
 )
-def test_failures_become_errors_and_fallbacks(llm_sim: LlmSim, sim_config: dict[str, float],
+def test_failures_become_errors_and_fallbacks(llm_sim: LlmSim, pool: KeyPool, sim_config: dict[str, float],
                                               timeout_s: float, reason: str) -> None:
     llm_sim.configure(**sim_config)
     frame = FrameRef(camera_id="c", seq=1, captured_at=1.0, frame_key="k", width=640, height=480)
-    with client(llm_sim, timeout_s) as llm, pytest.raises(LlmError) as raised:
+    with client(llm_sim, pool, timeout_s) as llm, pytest.raises(LlmError) as raised:
         llm.assess(CROP, "context")
     assert raised.value.reason.startswith(reason)
     assert not any(key in str(raised.value) for key in KEYS)
-    with client(llm_sim, timeout_s) as llm:
-        result = assess(AssessRequest(frame=frame, group=GROUP, crop_key="k"), CROP, llm)
+    with client(llm_sim, pool, timeout_s) as llm:
+        request = AssessRequest(frame=frame, group=GROUP, crop_key="k", queued_at=time.time())
+        result = assess(request, CROP, llm)
     assert result.verdict.source is VerdictSource.FALLBACK
     assert result.verdict.risk_level is RULES.risk_level
     assert result.verdict.reason.startswith(f"LLM unavailable ({reason}")
@@ -55,16 +67,16 @@ def test_failures_become_errors_and_fallbacks(llm_sim: LlmSim, sim_config: dict[
     llm_sim.configure()
 
 
-def test_connection_refused_is_an_error() -> None:
-    with (LlmClient(f"http://127.0.0.1:{free_port()}/v1", "m", KEYS, timeout_s=2) as dead,
+def test_connection_refused_is_an_error(pool: KeyPool) -> None:
+    with (LlmClient(f"http://127.0.0.1:{free_port()}/v1", "m", pool, timeout_s=2) as dead,
           pytest.raises(LlmError, match="connection failed")):
         dead.assess(CROP, "context")
 
 
-def test_keys_round_robin_and_are_reported_masked(llm_sim: LlmSim) -> None:
+def test_keys_share_the_load_and_are_reported_masked(llm_sim: LlmSim, pool: KeyPool) -> None:
     llm_sim.configure()
     before = llm_sim.report()["per_key"]
-    with client(llm_sim) as llm:
+    with client(llm_sim, pool) as llm:
         for _ in range(4):
             llm.assess(CROP, "context")
     after = llm_sim.report()["per_key"]

@@ -5,7 +5,8 @@
 One asyncio loop, so hundreds of slow requests in flight cost next to nothing. It
 answers chat completions with a verdict derived from the prompt's rules pre-score,
 injects HTTP 500s, hangs (timeouts) and malformed replies at configurable rates,
-and reports what it saw at GET /sim/report. POST /sim/config changes its behaviour
+enforces a per-key requests-per-minute limit (429 with Retry-After), refuses listed
+keys (401), and reports what it saw at GET /sim/report. POST /sim/config changes its behaviour
 at run time.
 """
 
@@ -18,7 +19,7 @@ import random
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -38,6 +39,8 @@ class SimConfig:
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
     hang_s: float = 600.0
+    rpm_per_key: float = 0.0  # 0: no limit; else requests over it get 429 with Retry-After
+    retry_after_s: float = 5.0
 
     def update(self, changes: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -57,6 +60,8 @@ class SimReport:
     timeouts: int = 0
     malformed: int = 0
     rejected_400: int = 0
+    rejected_401: int = 0
+    rejected_429: int = 0  # requests over a key's limit: a client that honours the limits sees none
     per_key: Counter[str] = field(default_factory=Counter)
     per_minute: Counter[int] = field(default_factory=Counter)
 
@@ -109,10 +114,26 @@ def _completion(model: str, content: str, prompt_tokens: int) -> dict[str, Any]:
 
 
 class Simulator:
-    def __init__(self, config: SimConfig, seed: int | None = None) -> None:
+    def __init__(self, config: SimConfig, seed: int | None = None,
+                 refused_keys: frozenset[str] = frozenset()) -> None:
         self.config = config
         self.report = SimReport()
         self.random = random.Random(seed)
+        self.refused_keys = refused_keys  # answered 401, as a revoked key would be
+        self.recent: dict[str, deque[float]] = {}  # per key: times of accepted requests, last minute
+
+    def _over_limit(self, key: str) -> float | None:
+        """Seconds until `key` may call again when it is over its per-minute limit, else None."""
+        if self.config.rpm_per_key <= 0:
+            return None
+        now = time.monotonic()
+        times = self.recent.setdefault(key, deque())
+        while times and times[0] <= now - 60:
+            times.popleft()
+        if len(times) >= self.config.rpm_per_key:
+            return times[0] + 60 - now
+        times.append(now)
+        return None
 
     async def chat(self, request: web.Request) -> web.Response:
         try:
@@ -126,6 +147,15 @@ class Simulator:
         if images == 0:
             self.report.rejected_400 += 1
             return web.json_response({"error": {"message": "no image_url in the messages"}}, status=400)
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if key in self.refused_keys:
+            self.report.rejected_401 += 1
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        wait = self._over_limit(key)
+        if wait is not None:
+            self.report.rejected_429 += 1
+            return web.json_response({"error": {"message": "rate limit reached"}}, status=429,
+                                     headers={"Retry-After": f"{max(wait, self.config.retry_after_s):.0f}"})
         self._count(request)
         self.report.in_flight += 1
         self.report.concurrent_peak = max(self.report.concurrent_peak, self.report.in_flight)
@@ -196,14 +226,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     defaults = SimConfig()
-    for name in ("latency_min", "latency_max", "error_rate", "timeout_rate", "malformed_rate", "hang_s"):
+    for name in ("latency_min", "latency_max", "error_rate", "timeout_rate", "malformed_rate", "hang_s",
+                 "rpm_per_key", "retry_after_s"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--refuse-keys", default="", help="comma-separated keys answered with 401")
     args = parser.parse_args(argv)
     config = SimConfig(args.latency_min, args.latency_max, args.error_rate, args.timeout_rate,
-                       args.malformed_rate, args.hang_s)
+                       args.malformed_rate, args.hang_s, args.rpm_per_key, args.retry_after_s)
+    refused = frozenset(k for k in args.refuse_keys.split(",") if k)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(Simulator(config, args.seed), args.host, args.port))
+        asyncio.run(serve(Simulator(config, args.seed, refused), args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -230,6 +230,8 @@ class AssessRequest(Message):
     frame: FrameRef
     group: Group
     crop_key: str
+    high_priority: bool = False  # sent to llm.high
+    queued_at: float = 0.0  # wall clock; low-priority work too old is shed
 
 
 class Assessment(Message):
@@ -239,6 +241,12 @@ class Assessment(Message):
     verdict: Verdict
     latency_s: float = 0.0
     error: str | None = None
+    shed: bool = False  # low-priority work too old to be worth a call
+
+    @property
+    def outcome(self) -> str:
+        """`llm`, `rules`, `fallback`, `cache` or `shed`: what the counters count."""
+        return "shed" if self.shed else str(self.verdict.source)
 
 
 class AssessedGroup(Message):

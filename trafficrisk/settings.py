@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     llm_rpm_per_key: int = Field(60, gt=0)
     llm_tpm_per_key: int = Field(100_000, gt=0)
     llm_concurrency: int = Field(100, gt=0)
+    llm_concurrency_per_key: int = Field(50, gt=0)
+    # Share of every key's limits that only llm.high work may use.
+    llm_high_reserve: float = Field(0.1, ge=0, lt=1)
+    # llm.low work that waited longer than this takes the rules verdict instead.
+    llm_low_max_age_s: float = Field(30.0, gt=0)
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_max_tokens: int = Field(300, gt=0)
     # Groups whose rules pre-score reaches this go to the LLM; above `llm_high_priority_score`

@@ -7,10 +7,11 @@ from functools import cache
 from typing import Any
 
 from trafficrisk.messages import AssessRequest
-from trafficrisk.runtime import get_store
+from trafficrisk.runtime import get_redis, get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
-from trafficrisk.workers.assessment import assess_safely
+from trafficrisk.workers.assessment import AssessPolicy, assess_safely
+from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 from trafficrisk.workers.llm import LlmClient
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,20 @@ log = logging.getLogger(__name__)
 @cache
 def get_llm_client() -> LlmClient | None:
     settings = get_settings()
-    return LlmClient.from_settings(settings) if settings.is_llm_enabled else None
+    if settings.llm_base_url is None:
+        return None
+    keys = [key.get_secret_value() for key in settings.llm_api_keys]
+    limits = KeyLimits(settings.llm_rpm_per_key, settings.llm_tpm_per_key, settings.llm_concurrency_per_key)
+    pool = KeyPool(get_redis(), keys, limits, high_reserve=settings.llm_high_reserve,
+                   lease_s=settings.llm_timeout_s + 5) if keys else None
+    return LlmClient(settings.llm_base_url, settings.llm_model, pool, settings.llm_timeout_s,
+                     settings.llm_max_tokens)
 
 
 @app.task(name="trafficrisk.assess")
 def assess_group(request: dict[str, Any]) -> dict[str, Any]:
     parsed = AssessRequest.from_wire(request)
-    return assess_safely(parsed, get_store().get_blob, get_llm_client()).to_wire()
+    policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
+    assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy)
+    get_store().count_llm_outcome(assessment.outcome)
+    return assessment.to_wire()

@@ -115,7 +115,9 @@ def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> Non
         if group.group_id not in analysis.crops:
             continue
         key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
-        request = AssessRequest(frame=ref, group=group, crop_key=key)
-        queue = LLM_HIGH_QUEUE if gate.is_high_priority(group.prescore) else LLM_LOW_QUEUE
+        high = gate.is_high_priority(group.prescore)
+        request = AssessRequest(frame=ref, group=group, crop_key=key, high_priority=high,
+                                queued_at=time.time())
+        queue = LLM_HIGH_QUEUE if high else LLM_LOW_QUEUE
         header.append(assess_group.s(request.to_wire()).set(queue=queue))
     chord(header)(aggregate_frame.s(draft))

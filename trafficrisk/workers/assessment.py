@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from trafficrisk.messages import Assessment, AssessRequest
 from trafficrisk.workers.llm import LlmClient, LlmError, describe_group, fallback_verdict
@@ -15,15 +16,27 @@ from trafficrisk.workers.llm import LlmClient, LlmError, describe_group, fallbac
 log = logging.getLogger(__name__)
 
 
-def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None) -> Assessment:
+@dataclass(frozen=True)
+class AssessPolicy:
+    low_max_age_s: float = 30.0
+
+
+def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
+           policy: AssessPolicy = AssessPolicy(), now: float | None = None) -> Assessment:
     group, frame = request.group, request.frame
     if client is None:
         return Assessment(group_id=group.group_id, verdict=group.rules_verdict)
+    waited = (now or time.time()) - request.queued_at
+    if not request.high_priority and request.queued_at and waited > policy.low_max_age_s:
+        log.info("frame %s group %s: shed after %.1f s in llm.low", frame.frame_id, group.group_id, waited)
+        shed = _fallback(request, f"shed: waited {waited:.0f} s in llm.low")
+        return shed.model_copy(update={"shed": True})
     if crop is None:
         return _fallback(request, "crop expired before assessment")
     started = time.perf_counter()
     try:
-        verdict, _usage = client.assess(crop, describe_group(group, frame.width, frame.height))
+        context = describe_group(group, frame.width, frame.height)
+        verdict, _usage = client.assess(crop, context, high=request.high_priority)
     except LlmError as error:
         log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
         return _fallback(request, error.reason, time.perf_counter() - started)
@@ -38,10 +51,10 @@ def _fallback(request: AssessRequest, reason: str, latency_s: float = 0.0) -> As
 
 
 def assess_safely(request: AssessRequest, load_crop: Callable[[str], bytes | None],
-                  client: LlmClient | None) -> Assessment:
+                  client: LlmClient | None, policy: AssessPolicy = AssessPolicy()) -> Assessment:
     """`assess`, with anything unexpected (Redis down, a bug) turned into a fallback."""
     try:
-        return assess(request, load_crop(request.crop_key), client)
+        return assess(request, load_crop(request.crop_key), client, policy)
     except Exception as error:
         log.exception("frame %s group %s: assessment failed", request.frame.frame_id, request.group.group_id)
         return _fallback(request, f"internal error: {type(error).__name__}")

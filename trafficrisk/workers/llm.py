@@ -8,17 +8,24 @@ never appear in errors or logs.
 from __future__ import annotations
 
 import base64
-import itertools
 import json
+import logging
 import re
-import threading
-from collections.abc import Sequence
+import time
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
 from trafficrisk.messages import Group, Verdict, VerdictSource
+from trafficrisk.workers.key_pool import KeyPool, Lease, NoKeyAvailable, mask
+
+log = logging.getLogger(__name__)
+
+# A 512 px crop in OpenAI's accounting (85 base + 170 per tile); other providers are close.
+IMAGE_TOKENS = 255
+MAX_KEY_ATTEMPTS = 4
+MAX_COOLDOWN_S = 300.0
 
 SYSTEM_PROMPT = """You assess traffic risk in road-camera images for a safety team.
 The image is a crop around a group of road users. Judge how likely a collision or a
@@ -92,29 +99,31 @@ def fallback_verdict(rules_verdict: Verdict, reason: str) -> Verdict:
     return rules_verdict.model_copy(update={"source": VerdictSource.FALLBACK, "reason": text[:limit]})
 
 
+def estimate_tokens(context: str, images: int, max_tokens: int) -> int:
+    """What a call may cost, booked against the key's tokens per minute before it is sent."""
+    return (len(SYSTEM_PROMPT) + len(context)) // 4 + IMAGE_TOKENS * images + max_tokens
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return min(max(float(value), 0.0), MAX_COOLDOWN_S) if value is not None else None
+    except ValueError:
+        return None
+
+
 class LlmClient:
-    def __init__(self, base_url: str, model: str, api_keys: Sequence[str], timeout_s: float = 30.0,
+    """Chat completions through a key pool shared by the fleet (or no key, for local servers)."""
+
+    def __init__(self, base_url: str, model: str, pool: KeyPool | None, timeout_s: float = 30.0,
                  max_tokens: int = 300) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.max_tokens = max_tokens
-        self._keys = itertools.cycle(list(api_keys)) if api_keys else None
-        self._keys_lock = threading.Lock()
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        self.timeout_s = timeout_s
+        self.pool = pool
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
         self._http = httpx.Client(timeout=timeout_s, limits=limits)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> LlmClient:
-        return cls(settings.llm_base_url, settings.llm_model,
-                   [key.get_secret_value() for key in settings.llm_api_keys],
-                   settings.llm_timeout_s, settings.llm_max_tokens)
-
-    def _headers(self) -> dict[str, str]:
-        if self._keys is None:
-            return {}
-        with self._keys_lock:
-            key = next(self._keys)
-        return {"Authorization": f"Bearer {key}"}
 
     def _body(self, crop_jpeg: bytes, context: str) -> dict[str, Any]:
         return {
@@ -126,14 +135,66 @@ class LlmClient:
                 "name": "verdict", "schema": Verdict.llm_schema(), "strict": True}},
         }
 
-    def assess(self, crop_jpeg: bytes, context: str) -> tuple[Verdict, dict[str, Any]]:
-        """The verdict for one crop and the reply's token usage."""
+    def assess(self, crop_jpeg: bytes, context: str, *, high: bool = False) -> tuple[Verdict, dict[str, Any]]:
+        """The verdict for one crop and the reply's token usage.
+
+        A key that answers 429 cools down and one that answers 401/403 is disabled,
+        for the whole fleet; the call then tries another key while time is left.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        body = self._body(crop_jpeg, context)
+        tokens = estimate_tokens(context, 1, self.max_tokens)
+        for _ in range(MAX_KEY_ATTEMPTS):
+            lease = self._lease(tokens, high, deadline)
+            headers = {"Authorization": f"Bearer {lease.key}"} if lease else {}
+            used: int | None = None
+            try:
+                response = self._post(body, headers, deadline)
+                if lease is not None and self._refused(response, lease):
+                    continue
+                verdict, usage = self._reply(response)
+                used = int(usage.get("total_tokens") or tokens)
+                return verdict, usage
+            finally:
+                if lease is not None:
+                    self.pool.release(lease, used)  # type: ignore[union-attr]
+        raise LlmError(f"every key tried was refused or rate limited ({MAX_KEY_ATTEMPTS} tries)")
+
+    def _lease(self, tokens: int, high: bool, deadline: float) -> Lease | None:
+        if self.pool is None:
+            return None
         try:
-            response = self._http.post(self.url, json=self._body(crop_jpeg, context), headers=self._headers())
+            return self.pool.acquire(tokens, high=high, deadline=deadline)
+        except NoKeyAvailable as error:
+            raise LlmError(str(error)) from None
+
+    def _post(self, body: dict[str, Any], headers: dict[str, str], deadline: float) -> httpx.Response:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LlmError("timeout")
+        try:
+            return self._http.post(self.url, json=body, headers=headers, timeout=left)
         except httpx.TimeoutException:
             raise LlmError("timeout") from None
         except httpx.HTTPError as error:
             raise LlmError(f"connection failed: {type(error).__name__}") from None
+
+    def _refused(self, response: httpx.Response, lease: Lease) -> bool:
+        """Whether the provider refused this key (then the pool knows, and another is tried)."""
+        assert self.pool is not None
+        if response.status_code == 429:
+            wait = retry_after(response)
+            log.warning("LLM key %s rate limited (429); cooling down %s s", mask(lease.key),
+                        "default" if wait is None else f"{wait:g}")
+            self.pool.cool_down(lease, wait)
+            return True
+        if response.status_code in (401, 403):
+            log.error("LLM key %s refused (http %d): disabled", mask(lease.key), response.status_code)
+            self.pool.disable(lease, f"http {response.status_code}")
+            return True
+        return False
+
+    def _reply(self, response: httpx.Response) -> tuple[Verdict, dict[str, Any]]:
         if response.status_code != 200:
             raise LlmError(f"http {response.status_code}")
         try:

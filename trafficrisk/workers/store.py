@@ -18,6 +18,7 @@ STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
+LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
 TRACKS_TTL_S = 60
 
@@ -131,6 +132,12 @@ class Store:
 
     def count_dropped(self, reason: str, frames: int = 1) -> None:
         self.client.hincrby(DROPPED_KEY, reason, frames)
+
+    def count_llm_outcome(self, outcome: str) -> None:
+        self.client.hincrby(LLM_OUTCOMES_KEY, outcome, 1)
+
+    def llm_outcomes(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(LLM_OUTCOMES_KEY).items()}
 
     def dropped(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(DROPPED_KEY).items()}

@@ -1,0 +1,173 @@
+"""The LLM key pool: limits shared through Redis, 429 cooldowns, refused keys, shedding."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from conftest import DATA, LlmSim
+from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.workers.assessment import AssessPolicy, assess
+from trafficrisk.workers.key_pool import KeyLimits, KeyPool, NoKeyAvailable
+from trafficrisk.workers.llm import LlmClient, LlmError
+
+KEYS = ["sk-test-aaaa1111", "sk-test-bbbb2222"]
+CROP = (DATA / "dog.jpg").read_bytes()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushall()
+    yield connection
+    connection.close()
+
+
+def take(pool: KeyPool, count: int, *, high: bool = False, tokens: int = 100) -> int:
+    """How many of `count` calls get a key at once (none waits)."""
+    taken = 0
+    for _ in range(count):
+        try:
+            pool.acquire(tokens, high=high, deadline=time.monotonic())
+            taken += 1
+        except NoKeyAvailable:
+            pass
+    return taken
+
+
+@pytest.mark.parametrize(
+    ("keys", "limits", "tokens", "calls", "taken"),
+    [
+        (KEYS[:1], KeyLimits(rpm=3, tpm=100_000, concurrency=100), 100, 5, 3),  # requests per minute
+        (KEYS, KeyLimits(rpm=3, tpm=100_000, concurrency=100), 100, 8, 6),  # two keys, twice the room
+        (KEYS[:1], KeyLimits(rpm=100, tpm=1000, concurrency=100), 400, 5, 2),  # tokens per minute
+        (KEYS[:1], KeyLimits(rpm=100, tpm=100_000, concurrency=2), 100, 5, 2),  # in flight at once
+    ],
+)
+def test_limits_hold(client: redis.Redis, keys: list[str], limits: KeyLimits, tokens: int, calls: int,
+                     taken: int) -> None:
+    assert take(KeyPool(client, keys, limits), calls, tokens=tokens) == taken
+
+
+def test_released_calls_free_their_concurrency_and_settle_their_tokens(client: redis.Redis) -> None:
+    pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=100, tpm=1000, concurrency=1))
+    lease = pool.acquire(900, high=False, deadline=time.monotonic())
+    assert take(pool, 1) == 0  # in flight, and 900 of 1000 tokens booked
+    pool.release(lease, tokens_used=200)  # the reply said 200
+    assert take(pool, 1, tokens=700) == 1
+
+
+def test_high_priority_has_a_reserved_share(client: redis.Redis) -> None:
+    pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=10, tpm=100_000, concurrency=100), high_reserve=0.4)
+    assert take(pool, 10, high=False) == 6  # low stops at 60 %
+    assert take(pool, 10, high=True) == 4  # high still finds the rest
+
+
+def test_limits_hold_across_many_clients_at_once(redis_url: str, client: redis.Redis) -> None:
+    limits = KeyLimits(rpm=25, tpm=1_000_000, concurrency=1000)
+    taken: list[int] = []
+
+    def worker() -> None:
+        own = redis.Redis.from_url(redis_url)  # as a separate process would have
+        taken.append(take(KeyPool(own, KEYS, limits), 10))
+        own.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(taken) == 50  # 120 tries, 2 keys x 25 a minute
+
+
+def test_a_cooling_key_is_skipped_and_a_disabled_one_never_comes_back(client: redis.Redis) -> None:
+    pool = KeyPool(client, KEYS, KeyLimits(rpm=100, tpm=100_000, concurrency=100))
+    first = pool.acquire(10, high=True, deadline=time.monotonic())
+    pool.cool_down(first, 30)
+    second = pool.acquire(10, high=True, deadline=time.monotonic())
+    assert second.key != first.key
+    pool.disable(second, "http 401")
+    with pytest.raises(NoKeyAvailable, match="rate limited"):
+        pool.acquire(10, high=True, deadline=time.monotonic() + 0.3)
+    states = {s.masked: (s.state, s.detail) for s in pool.states()}
+    assert states == {f"...{first.key[-4:]}": ("cooling", "30 s left"),
+                      f"...{second.key[-4:]}": ("disabled", "http 401")}
+    pool.disable(first, "http 403")
+    with pytest.raises(NoKeyAvailable, match="every LLM key is disabled"):
+        pool.acquire(10, high=True, deadline=time.monotonic() + 5)
+
+
+def test_a_429_storm_cools_keys_for_every_worker(client: redis.Redis) -> None:
+    """The provider allows 2 calls a minute per key while the pool was told 1000: after the
+    first 429 on each key no further call reaches the provider until Retry-After."""
+    sim = LlmSim("--latency-min", "0.01", "--latency-max", "0.02", "--rpm-per-key", "2",
+                 "--retry-after-s", "30")
+    pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
+    outcomes = []
+    try:
+        with LlmClient(sim.url, "sim", pool, timeout_s=2) as llm:
+            for _ in range(10):
+                try:
+                    llm.assess(CROP, "context")
+                    outcomes.append("ok")
+                except LlmError as error:
+                    outcomes.append(error.reason)
+        report = sim.report()
+    finally:
+        sim.stop()
+    assert outcomes[:4] == ["ok"] * 4
+    assert all(o.startswith("rate limited") for o in outcomes[4:]), outcomes
+    assert (report["requests"], report["rejected_429"]) == (4, 2)  # one 429 per key, then silence
+    assert {s.state for s in pool.states()} == {"cooling"}
+
+
+def test_a_refused_key_is_disabled_and_the_call_goes_on_another(client: redis.Redis,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    sim = LlmSim("--latency-min", "0.01", "--latency-max", "0.02", "--refuse-keys", KEYS[0])
+    pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
+    try:
+        with caplog.at_level(logging.INFO), LlmClient(sim.url, "sim", pool, timeout_s=2) as llm:
+            verdicts = [llm.assess(CROP, "context")[0] for _ in range(4)]
+        report = sim.report()
+    finally:
+        sim.stop()
+    assert [v.source for v in verdicts] == [VerdictSource.LLM] * 4
+    assert report["rejected_401"] == 1
+    assert [(s.masked, s.state) for s in pool.states()] == [("...1111", "disabled"), ("...2222", "ok")]
+    assert "...1111" in caplog.text and not any(key in caplog.text for key in KEYS)
+
+
+RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules: close",
+                source=VerdictSource.RULES)
+GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=100, y2=80),
+              prescore=0.5, rules_verdict=RULES)
+FRAME = FrameRef(camera_id="c", seq=1, captured_at=1.0, frame_key="k", width=640, height=480)
+
+
+@pytest.mark.parametrize(
+    ("high", "waited_s", "source", "shed"),
+    [
+        (False, 45.0, VerdictSource.FALLBACK, True),  # low and too old: the rules verdict, no call
+        (False, 5.0, VerdictSource.LLM, False),
+        (True, 45.0, VerdictSource.LLM, False),  # high priority is never shed
+    ],
+)
+def test_old_low_priority_work_is_shed(llm_sim: LlmSim, client: redis.Redis, high: bool, waited_s: float,
+                                       source: VerdictSource, shed: bool) -> None:
+    llm_sim.configure()
+    pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
+    request = AssessRequest(frame=FRAME, group=GROUP, crop_key="k", high_priority=high,
+                            queued_at=time.time() - waited_s)
+    before = llm_sim.report()["requests"]
+    with LlmClient(llm_sim.url, "sim", pool, timeout_s=5) as llm:
+        result = assess(request, CROP, llm, AssessPolicy(low_max_age_s=30))
+    assert (result.verdict.source, result.shed) == (source, shed)
+    assert llm_sim.report()["requests"] - before == (0 if shed else 1)
+    if shed:
+        assert result.verdict.reason.startswith("LLM unavailable (shed: waited 45 s in llm.low)")
+        assert result.outcome == "shed"

@@ -1,0 +1,198 @@
+"""The LLM API keys, with their limits kept for the whole fleet in Redis.
+
+Each key has requests per minute, tokens per minute and a concurrency cap. Taking a
+key is one Lua call that checks and books all three atomically, so any number of
+assess threads in any number of processes on any number of machines stay inside
+the limits together. A 429 puts the key in a cooldown (the reply's Retry-After, or
+a default) that every worker honours; a 401 or 403 disables it until restart with
+the keys changed. Low-priority work may be kept out of a reserved share of each
+limit, so that high-priority work always finds room.
+
+Keys are known in Redis only by a digest; shown, they are masked to their last four
+characters. The Redis client is handed in: this module imports no redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "tr:llmkey:"
+# A minute, plus a second: a request is booked here a moment before the provider
+# counts it, and clocks differ; a window a little longer never overshoots theirs.
+WINDOW_S = 61
+DEFAULT_COOLDOWN_S = 10.0
+
+# ARGV: now, share (1 for high priority, 1 - reserve for low), tokens wanted, request id,
+# in-flight lease seconds, then per key: id, rpm, tpm, concurrency. Books the least loaded
+# key with room and returns {key id, 0}, else {"", seconds until one may have room}.
+_ACQUIRE = """
+local now, share, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local request, lease = ARGV[4], tonumber(ARGV[5])
+local wait, best, best_load = 60, nil, nil
+for i = 6, #ARGV, 4 do
+  local id, rpm, tpm, cap = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local base = '""" + PREFIX + """' .. id
+  if redis.call('EXISTS', base .. ':disabled') == 0 then
+    local cooldown = tonumber(redis.call('GET', base .. ':cooldown') or '0')
+    if cooldown > now then
+      wait = math.min(wait, cooldown - now)
+    else
+      redis.call('ZREMRANGEBYSCORE', base .. ':requests', '-inf', now - """ + str(WINDOW_S) + """)
+      redis.call('ZREMRANGEBYSCORE', base .. ':tokens', '-inf', now - """ + str(WINDOW_S) + """)
+      redis.call('ZREMRANGEBYSCORE', base .. ':inflight', '-inf', now)
+      local used = redis.call('ZCARD', base .. ':requests')
+      local flying = redis.call('ZCARD', base .. ':inflight')
+      local spent = 0
+      for _, member in ipairs(redis.call('ZRANGE', base .. ':tokens', 0, -1)) do
+        spent = spent + tonumber(string.match(member, ':(%d+)$'))
+      end
+      local fits_rpm = used < math.max(1, math.floor(rpm * share))
+      local fits_cap = flying < math.max(1, math.floor(cap * share))
+      local fits_tpm = spent + tokens <= tpm * share
+      if fits_rpm and fits_cap and fits_tpm then
+        local load = used / rpm + flying / cap
+        if best == nil or load < best_load then best, best_load = id, load end
+      elseif not fits_rpm or not fits_tpm then
+        local oldest = redis.call('ZRANGE', base .. ':requests', 0, 0, 'WITHSCORES')
+        if oldest[2] then wait = math.min(wait, tonumber(oldest[2]) + """ + str(WINDOW_S) + """ - now) end
+      else
+        wait = math.min(wait, 0.05)
+      end
+    end
+  end
+end
+if best == nil then return {'', tostring(wait)} end
+local base = '""" + PREFIX + """' .. best
+redis.call('ZADD', base .. ':requests', now, request)
+redis.call('ZADD', base .. ':tokens', now, request .. ':' .. tokens)
+redis.call('ZADD', base .. ':inflight', now + lease, request)
+for _, suffix in ipairs({':requests', ':tokens', ':inflight'}) do
+  redis.call('EXPIRE', base .. suffix, 120 + math.ceil(lease))
+end
+return {best, '0'}
+"""
+
+# KEYS: in-flight, tokens. ARGV: request id, tokens booked, tokens used.
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local booked = ARGV[1] .. ':' .. ARGV[2]
+local at = redis.call('ZSCORE', KEYS[2], booked)
+if at then
+  redis.call('ZREM', KEYS[2], booked)
+  redis.call('ZADD', KEYS[2], at, ARGV[1] .. ':' .. ARGV[3])
+end
+return 1
+"""
+
+
+def key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def mask(key: str) -> str:
+    return f"...{key[-4:]}" if len(key) > 8 else "***"
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    rpm: int
+    tpm: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One booked call on one key; give it back with `KeyPool.release`."""
+
+    key: str
+    key_id: str
+    request: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class KeyState:
+    masked: str
+    state: str  # "ok", "cooling" or "disabled"
+    detail: str
+    requests_last_minute: int
+    in_flight: int
+
+
+class NoKeyAvailable(Exception):
+    """Every key is disabled, or stayed busy until the deadline."""
+
+
+class KeyPool:
+    def __init__(self, client: Any, keys: Sequence[str], limits: KeyLimits, *, high_reserve: float = 0.0,
+                 lease_s: float = 60.0) -> None:
+        if not keys:
+            raise ValueError("a key pool needs at least one key")
+        self.client = client
+        self.keys = {key_id(k): k for k in keys}
+        self.limits = limits
+        self.high_reserve = high_reserve
+        self.lease_s = lease_s
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+
+    def acquire(self, tokens: int, *, high: bool, deadline: float) -> Lease:
+        """Book a call of about `tokens` on some key, waiting (until `deadline`, monotonic) for room."""
+        share = 1.0 if high else 1.0 - self.high_reserve
+        while True:
+            request = uuid.uuid4().hex[:16]
+            args: list[Any] = [time.time(), share, tokens, request, self.lease_s]
+            for kid in self.keys:
+                args += [kid, self.limits.rpm, self.limits.tpm, self.limits.concurrency]
+            chosen, wait = self._acquire(args=args)
+            chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
+            if chosen:
+                return Lease(self.keys[chosen], chosen, request, tokens)
+            if self.all_disabled():
+                raise NoKeyAvailable("every LLM key is disabled")
+            pause = min(float(wait), 1.0, deadline - time.monotonic())
+            if pause <= 0:
+                raise NoKeyAvailable("rate limited: no key had room in time")
+            time.sleep(max(pause, 0.01))
+
+    def release(self, lease: Lease, tokens_used: int | None = None) -> None:
+        base = PREFIX + lease.key_id
+        used = lease.tokens if tokens_used is None else tokens_used
+        self._release(keys=[base + ":inflight", base + ":tokens"], args=[lease.request, lease.tokens, used])
+
+    def cool_down(self, lease: Lease, seconds: float | None) -> None:
+        """The provider said 429: no worker uses this key for `seconds`."""
+        until = time.time() + (seconds if seconds is not None else DEFAULT_COOLDOWN_S)
+        self.client.set(PREFIX + lease.key_id + ":cooldown", until, ex=int(until - time.time()) + 5)
+
+    def disable(self, lease: Lease, reason: str) -> None:
+        """The provider refused the key (401, 403): no worker uses it again."""
+        self.client.set(PREFIX + lease.key_id + ":disabled", reason)
+
+    def all_disabled(self) -> bool:
+        return all(self.client.exists(PREFIX + kid + ":disabled") for kid in self.keys)
+
+    def states(self) -> list[KeyState]:
+        """Each key's state, masked: for the dashboard and the logs."""
+        now = time.time()
+        states = []
+        for kid, key in self.keys.items():
+            base = PREFIX + kid
+            disabled = self.client.get(base + ":disabled")
+            cooldown = float(self.client.get(base + ":cooldown") or 0)
+            requests = self.client.zcount(base + ":requests", now - WINDOW_S, "+inf")
+            flying = self.client.zcount(base + ":inflight", now, "+inf")
+            if disabled is not None:
+                state = "disabled"
+                detail = disabled.decode() if isinstance(disabled, bytes) else str(disabled)
+            elif cooldown > now:
+                state, detail = "cooling", f"{cooldown - now:.0f} s left"
+            else:
+                state, detail = "ok", ""
+            states.append(KeyState(mask(key), state, detail, requests, flying))
+        return states
