@@ -31,7 +31,10 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 result_expires = _settings.result_expires_s
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
+# "sorted": a worker empties its queues in name order, so the assess worker (llm.high,
+# llm.low) takes llm.high work whenever there is any; kombu's default rotates between them.
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s,
+                            "queue_order_strategy": "sorted"}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
 # Loading a detector can take a while; don't let the pool kill the child for it.
 worker_proc_alive_timeout = 120

@@ -3,5 +3,6 @@
 DETECT_QUEUE = "detect"
 LLM_HIGH_QUEUE = "llm.high"
 LLM_LOW_QUEUE = "llm.low"
+# The broker serves a worker's queues in name order (celeryconfig): llm.high sorts first.
 AGGREGATE_QUEUE = "aggregate"
 QUEUES = (DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE, AGGREGATE_QUEUE)

@@ -1,0 +1,64 @@
+"""llm.high before llm.low: a real assess worker, started with both queues full."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from conftest import LlmSim, stop_all, wait_for
+from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
+
+RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
+                source=VerdictSource.RULES)
+
+
+def request(n: int, high: bool) -> dict[str, object]:
+    group = Group(group_id=f"g{n}", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=9, y2=9),
+                  prescore=0.7 if high else 0.45, rules_verdict=RULES)
+    frame = FrameRef(camera_id="c", seq=n, captured_at=time.time(), frame_key="k", width=64, height=48)
+    return AssessRequest(frame=frame, group=group, crop_key="missing", high_priority=high,
+                         queued_at=time.time()).to_wire()
+
+
+@pytest.fixture
+def producer(redis_url: str) -> Iterator[Celery]:
+    redis.Redis.from_url(redis_url).flushall()
+    app = Celery("producer", broker=redis_url, backend=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
+                    task_default_priority=5)
+    yield app
+    app.close()
+
+
+def test_high_priority_work_is_served_first(producer: Celery, redis_url: str, tmp_path: Path) -> None:
+    assert LLM_HIGH_QUEUE < LLM_LOW_QUEUE  # the broker serves a worker's queues in name order
+    low = [producer.send_task("trafficrisk.assess", args=[request(n, False)], queue=LLM_LOW_QUEUE)
+           for n in range(6)]
+    high = [producer.send_task("trafficrisk.assess", args=[request(n, True)], queue=LLM_HIGH_QUEUE)
+            for n in range(6, 12)]
+    sim = LlmSim("--latency-min", "0.01", "--latency-max", "0.02")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
+    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LLM_BASE_URL": sim.url,
+                "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001", "TRAFFICRISK_LLM_CONCURRENCY": "1"})
+    log = tmp_path / "assess.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "assess"]
+        procs = {"assess": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)}
+    try:
+        wait_for(lambda: all(r.ready() for r in low + high), 60, "every assessment", log.read_text)
+        done = {r.id: AsyncResult(r.id, app=producer).date_done for r in low + high}
+    finally:
+        stop_all(procs)
+        sim.stop()
+    assert max(done[r.id] for r in high) < min(done[r.id] for r in low)
