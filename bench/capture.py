@@ -17,66 +17,15 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from harness import CLI, ROOT, bench_env, cpu_seconds, process, redis_server, rss_mib
 
-ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT / "data" / "vtest.avi"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_for_port(port: int) -> None:
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def write_cameras(path: Path, cameras: int) -> None:
@@ -95,21 +44,15 @@ def frame_ages(client: redis.Redis, cameras: int, since: float) -> list[float]:
 
 
 def measure(cameras: int, seconds: float, warmup: float, workdir: Path) -> dict[str, float]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
     cameras_file = workdir / f"cameras-{cameras}.yaml"
     write_cameras(cameras_file, cameras)
-    env.update({"TRAFFICRISK_REDIS_URL": f"redis://127.0.0.1:{port}/0", "TRAFFICRISK_MODEL": "none",
-                "TRAFFICRISK_CAMERAS_FILE": str(cameras_file), "TRAFFICRISK_LOG_LEVEL": "WARNING"})
-    cli = [sys.executable, "-m", "trafficrisk.cli"]
-    redis_args = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                  "--appendonly", "no"]
-    with process(redis_args, env, workdir / "redis.log"):
-        wait_for_port(port)
-        client = redis.Redis.from_url(env["TRAFFICRISK_REDIS_URL"])
-        with process([*cli, "worker", "detect"], env, workdir / f"detect-{cameras}.log"), \
-                process([*cli, "worker", "aggregate"], env, workdir / f"aggregate-{cameras}.log"), \
-                process([*cli, "capture"], env, workdir / f"capture-{cameras}.log") as capture:
+    with redis_server(workdir) as redis_url:
+        env = bench_env(redis_url=redis_url, model="none", cameras_file=str(cameras_file),
+                        log_level="WARNING")
+        client = redis.Redis.from_url(redis_url)
+        with process([*CLI, "worker", "detect"], env, workdir / f"detect-{cameras}.log"), \
+                process([*CLI, "worker", "aggregate"], env, workdir / f"aggregate-{cameras}.log"), \
+                process([*CLI, "capture"], env, workdir / f"capture-{cameras}.log") as capture:
             time.sleep(warmup)
             seq_before = sum(int(client.get(f"tr:seq:cam{i:03d}") or 0) for i in range(cameras))
             cpu_before, started, wall_start = cpu_seconds(capture.pid), time.monotonic(), time.time()

@@ -15,6 +15,7 @@ from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel,
 from trafficrisk.workers.assessment import AssessPolicy, assess
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool, NoKeyAvailable
 from trafficrisk.workers.llm import LlmClient, LlmError
+from trafficrisk.workers.store import Store
 
 KEYS = ["sk-test-aaaa1111", "sk-test-bbbb2222"]
 CROP = (DATA / "dog.jpg").read_bytes()
@@ -168,6 +169,37 @@ def test_old_low_priority_work_is_shed(llm_sim: LlmSim, client: redis.Redis, hig
         result = assess(request, CROP, llm, AssessPolicy(low_max_age_s=30))
     assert (result.verdict.source, result.shed) == (source, shed)
     assert llm_sim.report()["requests"] - before == (0 if shed else 1)
+    assert (result.tokens > 0) is not shed  # a call's billed tokens are kept
     if shed:
         assert result.verdict.reason.startswith("LLM unavailable (shed: waited 45 s in llm.low)")
         assert result.outcome == "shed"
+
+
+def test_outcomes_and_billed_tokens_are_counted(client: redis.Redis) -> None:
+    store = Store(client)
+    for outcome, tokens in [("llm", 400), ("llm", 350), ("shed", 0), ("fallback", 0)]:
+        store.count_llm_outcome(outcome, tokens)
+    assert store.llm_outcomes() == {"llm": 2, "tokens": 750, "shed": 1, "fallback": 1}
+
+
+@pytest.mark.timeout(15)  # the call's own timeout is 120 s: only the low-priority bound ends it sooner
+@pytest.mark.parametrize(
+    ("high", "shed", "reason"),
+    [
+        (False, True, "LLM unavailable (shed: no LLM key had room within 30 s in llm.low)"),
+        (True, False, "LLM unavailable (rate limited: no key had room in time)"),
+    ],
+)
+def test_low_priority_work_waits_for_a_key_only_until_it_would_be_shed(
+    llm_sim: LlmSim, client: redis.Redis, high: bool, shed: bool, reason: str
+) -> None:
+    pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=1, tpm=10_000_000, concurrency=100))
+    take(pool, 1, high=True)  # the key's one call a minute is gone
+    waited = 27.0 if not high else 0.0
+    request = AssessRequest(frame=FRAME, group=GROUP, crop_key="k", high_priority=high,
+                            queued_at=time.time() - waited)
+    timeout = 120.0 if not high else 2.0
+    with LlmClient(llm_sim.url, "sim", pool, timeout_s=timeout) as llm:
+        result = assess(request, CROP, llm, AssessPolicy(low_max_age_s=30))
+    assert (result.verdict.source, result.shed) == (VerdictSource.FALLBACK, shed)
+    assert result.verdict.reason.startswith(reason)

@@ -8,7 +8,16 @@ import pytest
 import redis
 
 from conftest import DATA, LlmSim, free_port
-from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.messages import (
+    AssessRequest,
+    Box,
+    FrameRef,
+    Group,
+    PairMeasure,
+    RiskLevel,
+    Verdict,
+    VerdictSource,
+)
 from trafficrisk.workers.assessment import assess
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 from trafficrisk.workers.llm import LlmClient, LlmError, build_messages, describe_group, parse_verdict
@@ -90,6 +99,17 @@ def test_requests_without_an_image_are_rejected(llm_sim: LlmSim) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "no image"}]}
     assert requests.post(f"{llm_sim.url}/chat/completions", json=body, timeout=5).status_code == 400
     assert requests.post(f"{llm_sim.url}/chat/completions", data=b"{", timeout=5).status_code == 400
+
+
+def test_the_context_carries_the_measured_pairs() -> None:
+    pair = PairMeasure(first=0, second=1, unit="m", distance=12.34, closing_speed=4.1, ttc_s=1.23, pet_s=0.5)
+    apart = PairMeasure(first=0, second=1, unit="px", distance=300, closing_speed=-20)
+    lines = describe_group(GROUP.model_copy(update={"pairs": (pair, apart)}), 640, 480).splitlines()
+    assert lines[-2:] == [
+        "Measured: person and car: 12.3 m apart, closing at 4.1 m/s, time to collision 1.2 s, "
+        "post-encroachment time 0.5 s.",
+        "Measured: person and car: 300.0 px apart, not closing.",
+    ]
 
 
 def test_prompt_carries_schema_context_and_image() -> None:

@@ -242,6 +242,7 @@ class Assessment(Message):
     latency_s: float = 0.0
     error: str | None = None
     shed: bool = False  # low-priority work too old to be worth a call
+    tokens: int = 0  # the reply's total_tokens, as the provider bills them
 
     @property
     def outcome(self) -> str:

@@ -35,5 +35,5 @@ def assess_group(request: dict[str, Any]) -> dict[str, Any]:
     parsed = AssessRequest.from_wire(request)
     policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
     assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy)
-    get_store().count_llm_outcome(assessment.outcome)
+    get_store().count_llm_outcome(assessment.outcome, assessment.tokens)
     return assessment.to_wire()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trafficrisk.messages import Assessment, AssessRequest
-from trafficrisk.workers.llm import LlmClient, LlmError, describe_group, fallback_verdict
+from trafficrisk.workers.llm import LlmClient, LlmError, NoKeyInTime, describe_group, fallback_verdict
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,35 @@ def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
     if client is None:
         return Assessment(group_id=group.group_id, verdict=group.rules_verdict)
     waited = (now or time.time()) - request.queued_at
-    if not request.high_priority and request.queued_at and waited > policy.low_max_age_s:
+    low = not request.high_priority and request.queued_at > 0
+    if low and waited > policy.low_max_age_s:
         log.info("frame %s group %s: shed after %.1f s in llm.low", frame.frame_id, group.group_id, waited)
-        shed = _fallback(request, f"shed: waited {waited:.0f} s in llm.low")
-        return shed.model_copy(update={"shed": True})
+        return _shed(request, f"shed: waited {waited:.0f} s in llm.low")
     if crop is None:
         return _fallback(request, "crop expired before assessment")
     started = time.perf_counter()
+    # Low work waits for a key only until it would be shed anyway: a thread held longer
+    # is a thread high-priority work cannot have.
+    key_wait_s = policy.low_max_age_s - waited if low else None
     try:
         context = describe_group(group, frame.width, frame.height)
-        verdict, _usage = client.assess(crop, context, high=request.high_priority)
+        verdict, usage = client.assess(crop, context, high=request.high_priority, key_wait_s=key_wait_s)
+    except NoKeyInTime as error:
+        if low:
+            log.info("frame %s group %s: shed, no key in time: %s", frame.frame_id, group.group_id,
+                     error.reason)
+            return _shed(request, f"shed: no LLM key had room within {policy.low_max_age_s:g} s in llm.low")
+        log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
+        return _fallback(request, error.reason, time.perf_counter() - started)
     except LlmError as error:
         log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
         return _fallback(request, error.reason, time.perf_counter() - started)
-    return Assessment(group_id=group.group_id, verdict=verdict,
+    return Assessment(group_id=group.group_id, verdict=verdict, tokens=int(usage.get("total_tokens") or 0),
                       latency_s=round(time.perf_counter() - started, 4))
+
+
+def _shed(request: AssessRequest, reason: str) -> Assessment:
+    return _fallback(request, reason).model_copy(update={"shed": True})
 
 
 def _fallback(request: AssessRequest, reason: str, latency_s: float = 0.0) -> Assessment:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from trafficrisk.messages import Group, Verdict, VerdictSource
+from trafficrisk.messages import Group, PairMeasure, Verdict, VerdictSource
 from trafficrisk.workers.key_pool import KeyPool, Lease, NoKeyAvailable, mask
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ class LlmError(Exception):
         self.reason = reason
 
 
+class NoKeyInTime(LlmError):
+    """No key had room (or every key is disabled) before the call's wait ran out."""
+
+
 def describe_group(group: Group, frame_width: int, frame_height: int) -> str:
     """The measured context of a group, as prompt text."""
     counts: dict[str, int] = {}
@@ -54,10 +58,26 @@ def describe_group(group: Group, frame_width: int, frame_height: int) -> str:
     members = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
     share = group.box.width * group.box.height / max(frame_width * frame_height, 1)
     rules = group.rules_verdict
-    return (f"Road users in the crop: {members}.\n"
-            f"Rules pre-score: {group.prescore:.2f} (0..1); rules level: {rules.risk_level}; "
-            f"rules type: {rules.risk_type}.\n"
-            f"The crop covers {share:.0%} of a {frame_width}x{frame_height} frame.")
+    lines = [f"Road users in the crop: {members}.",
+             f"Rules pre-score: {group.prescore:.2f} (0..1); rules level: {rules.risk_level}; "
+             f"rules type: {rules.risk_type}.",
+             f"The crop covers {share:.0%} of a {frame_width}x{frame_height} frame."]
+    lines += [describe_pair(pair, group) for pair in group.pairs]
+    return "\n".join(lines)
+
+
+def describe_pair(pair: PairMeasure, group: Group) -> str:
+    """One measured pair: `car and person: 12.3 m apart, closing at 4.1 m/s, time to collision 1.2 s`."""
+    labels = dict(zip(group.members, group.labels, strict=True))
+    unit = pair.unit
+    names = f"{labels.get(pair.first, '?')} and {labels.get(pair.second, '?')}"
+    parts = [f"{names}: {pair.distance:.1f} {unit} apart",
+             f"closing at {pair.closing_speed:.1f} {unit}/s" if pair.closing_speed > 0 else "not closing"]
+    if pair.ttc_s is not None:
+        parts.append(f"time to collision {pair.ttc_s:.1f} s")
+    if pair.pet_s is not None:
+        parts.append(f"post-encroachment time {pair.pet_s:.1f} s")
+    return "Measured: " + ", ".join(parts) + "."
 
 
 def build_messages(crop_jpeg: bytes, context: str) -> list[dict[str, Any]]:
@@ -135,17 +155,20 @@ class LlmClient:
                 "name": "verdict", "schema": Verdict.llm_schema(), "strict": True}},
         }
 
-    def assess(self, crop_jpeg: bytes, context: str, *, high: bool = False) -> tuple[Verdict, dict[str, Any]]:
+    def assess(self, crop_jpeg: bytes, context: str, *, high: bool = False,
+               key_wait_s: float | None = None) -> tuple[Verdict, dict[str, Any]]:
         """The verdict for one crop and the reply's token usage.
 
-        A key that answers 429 cools down and one that answers 401/403 is disabled,
-        for the whole fleet; the call then tries another key while time is left.
+        Waits at most `key_wait_s` (default: the timeout) for a key with room. A key
+        that answers 429 cools down and one that answers 401/403 is disabled, for the
+        whole fleet; the call then tries another key while time is left.
         """
         deadline = time.monotonic() + self.timeout_s
+        key_deadline = deadline if key_wait_s is None else min(deadline, time.monotonic() + key_wait_s)
         body = self._body(crop_jpeg, context)
         tokens = estimate_tokens(context, 1, self.max_tokens)
         for _ in range(MAX_KEY_ATTEMPTS):
-            lease = self._lease(tokens, high, deadline)
+            lease = self._lease(tokens, high, key_deadline)
             headers = {"Authorization": f"Bearer {lease.key}"} if lease else {}
             used: int | None = None
             try:
@@ -166,7 +189,7 @@ class LlmClient:
         try:
             return self.pool.acquire(tokens, high=high, deadline=deadline)
         except NoKeyAvailable as error:
-            raise LlmError(str(error)) from None
+            raise NoKeyInTime(str(error)) from None
 
     def _post(self, body: dict[str, Any], headers: dict[str, str], deadline: float) -> httpx.Response:
         left = deadline - time.monotonic()

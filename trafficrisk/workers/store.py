@@ -133,8 +133,13 @@ class Store:
     def count_dropped(self, reason: str, frames: int = 1) -> None:
         self.client.hincrby(DROPPED_KEY, reason, frames)
 
-    def count_llm_outcome(self, outcome: str) -> None:
-        self.client.hincrby(LLM_OUTCOMES_KEY, outcome, 1)
+    def count_llm_outcome(self, outcome: str, tokens: int = 0) -> None:
+        """One assessment's outcome, and the tokens it was billed (under the field `tokens`)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(LLM_OUTCOMES_KEY, outcome, 1)
+            if tokens:
+                pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
+            pipe.execute()
 
     def llm_outcomes(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(LLM_OUTCOMES_KEY).items()}

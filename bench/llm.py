@@ -1,0 +1,161 @@
+"""LLM throughput against its bound: pooled keys under global limits, 2 assess processes.
+
+    .venv/bin/python bench/llm.py [--scenario keys concurrency] [--seconds 122] [--warmup 61]
+
+Each scenario starts its own redis-server, the project's LLM simulator (latency drawn
+uniformly from L_min..L_max, each key limited to R requests a minute, answering 429
+beyond it) and P real assess worker processes with T threads each, sharing K keys
+through the key pool. A feeder keeps `llm.high` full of real assess tasks. Over the
+window it reports verdicts per second against the bound
+
+    min(P * T / mean latency, K * R / 60)
+
+as a ratio, the requests the simulator refused as over a key's limit (429: a pool
+that holds the limits causes none), the simulator's concurrent peak and the assess
+processes' resident memory. A key-limited window should span whole minutes (the
+limit is per minute): the defaults are a 61 s warm-up and a 122 s window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import requests
+from celery import Celery
+from harness import CLI, ROOT, bench_env, free_port, process, redis_server, rss_mib
+
+from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.queues import LLM_HIGH_QUEUE
+from trafficrisk.workers.store import LLM_OUTCOMES_KEY, Store
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    keys: int
+    rpm: int
+    latency_min: float
+    latency_max: float
+    processes: int = 2
+    threads: int = 100
+
+    @property
+    def bound(self) -> float:
+        mean_latency = (self.latency_min + self.latency_max) / 2
+        return min(self.processes * self.threads / mean_latency, self.keys * self.rpm / 60)
+
+
+SCENARIOS = {
+    # 4 keys at 120 a minute: 8 verdicts/s, far below what 200 threads could do.
+    "keys": Scenario("keys", keys=4, rpm=120, latency_min=2, latency_max=4),
+    # 40 keys at 6000 a minute: 4000/s of key room; 200 threads at 3 s mean give 66.7/s.
+    "concurrency": Scenario("concurrency", keys=40, rpm=6000, latency_min=2, latency_max=4),
+}
+
+RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
+                source=VerdictSource.RULES)
+GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=200, y2=160),
+              prescore=0.7, rules_verdict=RULES)
+
+
+def feed(producer: Celery, client: redis.Redis, crop_key: str, depth: int, stop: threading.Event) -> None:
+    """Keep `llm.high` at least `depth` deep with real assess tasks."""
+    seq = 0
+    while not stop.is_set():
+        missing = depth - int(client.llen(LLM_HIGH_QUEUE))
+        for _ in range(max(0, missing)):
+            seq += 1
+            frame = FrameRef(camera_id="bench", seq=seq, captured_at=time.time(), frame_key="k",
+                             width=768, height=576)
+            request = AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=True,
+                                    queued_at=time.time())
+            producer.send_task("trafficrisk.assess", args=[request.to_wire()], queue=LLM_HIGH_QUEUE,
+                               ignore_result=True)
+        stop.wait(0.2)
+
+
+def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) -> dict[str, float]:
+    keys = [f"sk-bench-{i:04d}-{os.urandom(4).hex()}" for i in range(scenario.keys)]
+    with redis_server(workdir) as redis_url:
+        client = redis.Redis.from_url(redis_url)
+        crop_key = Store(client).put_crop("bench:1", "g0", (ROOT / "data" / "dog.jpg").read_bytes())
+        client.persist(crop_key)
+        port = free_port()
+        sim_args = [*CLI, "llm-sim", "--port", str(port), "--latency-min", str(scenario.latency_min),
+                    "--latency-max", str(scenario.latency_max), "--rpm-per-key", str(scenario.rpm)]
+        env = bench_env(redis_url=redis_url, llm_base_url=f"http://127.0.0.1:{port}/v1",
+                        llm_api_keys=",".join(keys), llm_rpm_per_key=str(scenario.rpm),
+                        llm_tpm_per_key="100000000", llm_concurrency=str(scenario.threads),
+                        llm_concurrency_per_key="100000", llm_timeout_s="60", log_level="WARNING")
+        producer = Celery("bench", broker=redis_url)
+        producer.conf.update(task_serializer="json", accept_content=["json"], task_default_priority=5)
+        stop = threading.Event()
+        depth = 2 * scenario.processes * scenario.threads
+        feeder = threading.Thread(target=feed, args=(producer, client, crop_key, depth, stop), daemon=True)
+        with ExitStack() as running:
+            running.enter_context(process(sim_args, env, workdir / f"sim-{scenario.name}.log"))
+            _wait_http(f"http://127.0.0.1:{port}/v1/models")
+            procs = [running.enter_context(process([*CLI, "worker", "assess", "--name", f"assess{i}@%h"], env,
+                                                   workdir / f"assess-{scenario.name}-{i}.log"))
+                     for i in range(scenario.processes)]
+            running.callback(stop.set)
+            feeder.start()
+            time.sleep(warmup)
+            before, started = _verdicts(client), time.monotonic()
+            time.sleep(seconds)
+            verdicts, elapsed = _verdicts(client) - before, time.monotonic() - started
+            rss = sum(rss_mib(p.pid) for p in procs)
+            report = requests.get(f"http://127.0.0.1:{port}/sim/report", timeout=10).json()
+        producer.close()
+        client.close()
+    rate = verdicts / elapsed
+    return {"verdicts_per_s": rate, "bound": scenario.bound, "ratio": rate / scenario.bound,
+            "over_limit": report["rejected_429"], "peak": report["concurrent_peak"], "rss_mib": rss}
+
+
+def _verdicts(client: redis.Redis) -> int:
+    return int(client.hget(LLM_OUTCOMES_KEY, "llm") or 0)
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} does not answer")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", nargs="+", choices=sorted(SCENARIOS), default=["keys", "concurrency"])
+    parser.add_argument("--seconds", type=float, default=122.0)
+    parser.add_argument("--warmup", type=float, default=61.0)
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; {args.seconds:.0f} s window after {args.warmup:.0f} s warm-up")
+    print(f"{'scenario':>11} {'K':>3} {'R/min':>6} {'L s':>7} {'P x T':>7} {'verdicts/s':>10} {'bound':>7} "
+          f"{'ratio':>6} {'429s':>5} {'peak':>5} {'rss MiB':>8}")
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+        for name in args.scenario:
+            s = SCENARIOS[name]
+            row = measure(s, args.seconds, args.warmup, Path(tmp))
+            print(f"{name:>11} {s.keys:>3} {s.rpm:>6} {f'{s.latency_min:g}-{s.latency_max:g}':>7} "
+                  f"{f'{s.processes}x{s.threads}':>7} {row['verdicts_per_s']:>10.2f} {row['bound']:>7.2f} "
+                  f"{row['ratio']:>6.3f} {row['over_limit']:>5} {row['peak']:>5} {row['rss_mib']:>8.0f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
