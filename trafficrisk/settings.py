@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     llm_high_reserve: float = Field(0.1, ge=0, lt=1)
     # llm.low work that waited longer than this takes the rules verdict instead.
     llm_low_max_age_s: float = Field(30.0, gt=0)
+    # A camera's verdict is reused for a scene that looks the same within this long; 0: off.
+    llm_cache_ttl_s: float = Field(60.0, ge=0)
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_max_tokens: int = Field(300, gt=0)
     # Groups whose rules pre-score reaches this go to the LLM; above `llm_high_priority_score`

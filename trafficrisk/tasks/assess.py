@@ -13,6 +13,7 @@ from trafficrisk.tasks.app import app
 from trafficrisk.workers.assessment import AssessPolicy, assess_safely
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 from trafficrisk.workers.llm import LlmClient
+from trafficrisk.workers.scene_cache import SceneCache
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,15 @@ def get_llm_client() -> LlmClient | None:
                      settings.llm_max_tokens)
 
 
+@cache
+def get_scene_cache() -> SceneCache:
+    return SceneCache(get_redis(), get_settings().llm_cache_ttl_s)
+
+
 @app.task(name="trafficrisk.assess")
 def assess_group(request: dict[str, Any]) -> dict[str, Any]:
     parsed = AssessRequest.from_wire(request)
     policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
-    assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy)
+    assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy, get_scene_cache())
     get_store().count_llm_outcome(assessment.outcome, assessment.tokens)
     return assessment.to_wire()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from trafficrisk.messages import Assessment, AssessRequest
 from trafficrisk.workers.llm import LlmClient, LlmError, NoKeyInTime, describe_group, fallback_verdict
+from trafficrisk.workers.scene_cache import SceneCache
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ class AssessPolicy:
 
 
 def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
-           policy: AssessPolicy = AssessPolicy(), now: float | None = None) -> Assessment:
+           policy: AssessPolicy = AssessPolicy(), now: float | None = None,
+           cache: SceneCache | None = None) -> Assessment:
     group, frame = request.group, request.frame
     if client is None:
         return Assessment(group_id=group.group_id, verdict=group.rules_verdict)
@@ -33,6 +35,9 @@ def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
         return _shed(request, f"shed: waited {waited:.0f} s in llm.low")
     if crop is None:
         return _fallback(request, "crop expired before assessment")
+    cached = cache.lookup(frame.camera_id, group, crop) if cache else None
+    if cached is not None:
+        return Assessment(group_id=group.group_id, verdict=cached)
     started = time.perf_counter()
     # Low work waits for a key only until it would be shed anyway: a thread held longer
     # is a thread high-priority work cannot have.
@@ -50,6 +55,8 @@ def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
     except LlmError as error:
         log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
         return _fallback(request, error.reason, time.perf_counter() - started)
+    if cache is not None:
+        cache.store(frame.camera_id, group, crop, verdict)
     return Assessment(group_id=group.group_id, verdict=verdict, tokens=int(usage.get("total_tokens") or 0),
                       latency_s=round(time.perf_counter() - started, 4))
 
@@ -65,10 +72,11 @@ def _fallback(request: AssessRequest, reason: str, latency_s: float = 0.0) -> As
 
 
 def assess_safely(request: AssessRequest, load_crop: Callable[[str], bytes | None],
-                  client: LlmClient | None, policy: AssessPolicy = AssessPolicy()) -> Assessment:
+                  client: LlmClient | None, policy: AssessPolicy = AssessPolicy(),
+                  cache: SceneCache | None = None) -> Assessment:
     """`assess`, with anything unexpected (Redis down, a bug) turned into a fallback."""
     try:
-        return assess(request, load_crop(request.crop_key), client, policy)
+        return assess(request, load_crop(request.crop_key), client, policy, cache=cache)
     except Exception as error:
         log.exception("frame %s group %s: assessment failed", request.frame.frame_id, request.group.group_id)
         return _fallback(request, f"internal error: {type(error).__name__}")

@@ -1,0 +1,95 @@
+"""A per-camera cache of LLM verdicts for scenes seen a moment ago.
+
+A fixed camera shows the same scene many times: a van parked by a pedestrian
+crossing gives nearly the same crop frame after frame. A verdict is reused when
+the new crop looks the same (a 64-bit difference hash within a few bits) and its
+measured geometry falls in the same coarse buckets (the classes, the rules level,
+and each pair's distance and time-to-collision band). Entries live for a TTL and
+belong to one camera: nothing is shared across cameras.
+
+The Redis client is handed in: this module imports no redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from trafficrisk.messages import Group, Verdict, VerdictSource
+
+PREFIX = "tr:llmcache:"
+MAX_DISTANCE_BITS = 6  # of 64: small shifts of light and pose, not another scene
+MAX_ENTRIES = 32  # per camera and geometry bucket
+
+
+def difference_hash(jpeg: bytes) -> int | None:
+    """64-bit dHash: is each pixel of a 9x8 grey thumbnail brighter than its right neighbour."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        return None
+    small = cv2.resize(image, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _ttc_band(ttc_s: float | None) -> str:
+    if ttc_s is None:
+        return "none"
+    return "serious" if ttc_s <= 1.5 else "potential" if ttc_s <= 3.0 else "far"
+
+
+def geometry_signature(group: Group) -> str:
+    """Coarse enough that a scene a moment later matches, fine enough that a change of risk does not."""
+    pairs = sorted(f"{p.unit}:{round(p.distance, -1 if p.unit == 'm' else -2):g}:{_ttc_band(p.ttc_s)}"
+                   for p in group.pairs)
+    parts = [",".join(sorted(group.labels)), str(group.rules_verdict.risk_level), *pairs]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+class SceneCache:
+    def __init__(self, client: Any, ttl_s: float) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+
+    def _key(self, camera_id: str, group: Group) -> str:
+        return f"{PREFIX}{camera_id}:{geometry_signature(group)}"
+
+    def lookup(self, camera_id: str, group: Group, crop: bytes) -> Verdict | None:
+        """A verdict for a scene like this one on this camera, marked `source=cache`."""
+        fingerprint = difference_hash(crop)
+        if fingerprint is None or self.ttl_s <= 0:
+            return None
+        now = time.time()
+        best: tuple[int, Verdict] | None = None
+        for raw_hash, raw in self.client.hgetall(self._key(camera_id, group)).items():
+            entry = json.loads(raw)
+            distance = (int(raw_hash) ^ fingerprint).bit_count()
+            if entry["at"] >= now - self.ttl_s and distance <= MAX_DISTANCE_BITS \
+                    and (best is None or distance < best[0]):
+                best = (distance, Verdict.model_validate(entry["verdict"]))
+        return best[1].model_copy(update={"source": VerdictSource.CACHE}) if best else None
+
+    def store(self, camera_id: str, group: Group, crop: bytes, verdict: Verdict) -> None:
+        fingerprint = difference_hash(crop)
+        if fingerprint is None or self.ttl_s <= 0:
+            return
+        key = self._key(camera_id, group)
+        entry = json.dumps({"at": time.time(), "verdict": verdict.to_wire()})
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, str(fingerprint), entry)
+            pipe.expire(key, int(self.ttl_s) + 1)
+            pipe.hlen(key)
+            size = pipe.execute()[-1]
+        if size > MAX_ENTRIES:
+            self._trim(key)
+
+    def _trim(self, key: str) -> None:
+        entries = sorted(self.client.hgetall(key).items(), key=lambda item: json.loads(item[1])["at"])
+        stale = [field for field, _ in entries[:len(entries) - MAX_ENTRIES]]
+        if stale:
+            self.client.hdel(key, *stale)
