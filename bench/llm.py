@@ -1,6 +1,6 @@
 """LLM throughput against its bound: pooled keys under global limits, 2 assess processes.
 
-    .venv/bin/python bench/llm.py [--scenario keys concurrency] [--seconds 122] [--warmup 61]
+    .venv/bin/python bench/llm.py [--scenario keys concurrency overload] [--seconds 122] [--warmup 61]
 
 Each scenario starts its own redis-server, the project's LLM simulator (latency drawn
 uniformly from L_min..L_max, each key limited to R requests a minute, answering 429
@@ -14,6 +14,10 @@ as a ratio, the requests the simulator refused as over a key's limit (429: a poo
 that holds the limits causes none), the simulator's concurrent peak and the assess
 processes' resident memory. A key-limited window should span whole minutes (the
 limit is per minute): the defaults are a 61 s warm-up and a 122 s window.
+
+The `overload` scenario offers twice the bound at a steady rate, a fifth of it to
+`llm.high`, and reports the high-priority wait (queued by detect to sent to the LLM)
+p50 and p95, the low-priority work shed, and the deepest the queues got.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from celery import Celery
 from harness import CLI, ROOT, bench_env, free_port, process, redis_server, rss_mib
 
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
-from trafficrisk.queues import LLM_HIGH_QUEUE
-from trafficrisk.workers.store import LLM_OUTCOMES_KEY, Store
+from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
+from trafficrisk.workers.store import Store
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class Scenario:
     latency_max: float
     processes: int = 2
     threads: int = 100
+    overload: float = 0.0  # offered load, times the bound; 0: keep llm.high full
+    high_share: float = 1.0  # of the offered load, the part sent to llm.high
+    high_reserve: float = 0.1
+    low_max_age_s: float = 30.0
 
     @property
     def bound(self) -> float:
@@ -59,6 +67,10 @@ SCENARIOS = {
     "keys": Scenario("keys", keys=4, rpm=120, latency_min=2, latency_max=4),
     # 40 keys at 6000 a minute: 4000/s of key room; 200 threads at 3 s mean give 66.7/s.
     "concurrency": Scenario("concurrency", keys=40, rpm=6000, latency_min=2, latency_max=4),
+    # Twice what the 4 keys allow, a fifth of it high priority (0.4 of the bound): half of
+    # each key is reserved for it; low work older than 10 s is shed.
+    "overload": Scenario("overload", keys=4, rpm=120, latency_min=2, latency_max=4, overload=2.0,
+                         high_share=0.2, high_reserve=0.5, low_max_age_s=10),
 }
 
 RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
@@ -67,20 +79,37 @@ GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x
               prescore=0.7, rules_verdict=RULES)
 
 
-def feed(producer: Celery, client: redis.Redis, crop_key: str, depth: int, stop: threading.Event) -> None:
-    """Keep `llm.high` at least `depth` deep with real assess tasks."""
-    seq = 0
+def send(producer: Celery, crop_key: str, seq: int, high: bool) -> None:
+    frame = FrameRef(camera_id="bench", seq=seq, captured_at=time.time(), frame_key="k",
+                     width=768, height=576)
+    request = AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=high,
+                            queued_at=time.time())
+    producer.send_task("trafficrisk.assess", args=[request.to_wire()],
+                       queue=LLM_HIGH_QUEUE if high else LLM_LOW_QUEUE, ignore_result=True)
+
+
+def feed(producer: Celery, client: redis.Redis, crop_key: str, scenario: Scenario,
+         stop: threading.Event) -> None:
+    """Keep `llm.high` full, or offer `overload` times the bound at a steady rate."""
+    seq, credit, last = 0, 0.0, time.monotonic()
     while not stop.is_set():
-        missing = depth - int(client.llen(LLM_HIGH_QUEUE))
-        for _ in range(max(0, missing)):
+        if scenario.overload <= 0:
+            wanted = 2 * scenario.processes * scenario.threads - int(client.llen(LLM_HIGH_QUEUE))
+        else:
+            now = time.monotonic()
+            credit += (now - last) * scenario.overload * scenario.bound
+            last, wanted = now, int(credit)
+            credit -= wanted
+        for _ in range(max(0, wanted)):
             seq += 1
-            frame = FrameRef(camera_id="bench", seq=seq, captured_at=time.time(), frame_key="k",
-                             width=768, height=576)
-            request = AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=True,
-                                    queued_at=time.time())
-            producer.send_task("trafficrisk.assess", args=[request.to_wire()], queue=LLM_HIGH_QUEUE,
-                               ignore_result=True)
-        stop.wait(0.2)
+            send(producer, crop_key, seq, high=(seq * scenario.high_share) % 1 < scenario.high_share)
+        stop.wait(0.1)
+
+
+def sample_queues(client: redis.Redis, peaks: dict[str, int], stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        for queue in (LLM_HIGH_QUEUE, LLM_LOW_QUEUE):
+            peaks[queue] = max(peaks.get(queue, 0), int(client.llen(queue)))
 
 
 def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) -> dict[str, float]:
@@ -95,12 +124,15 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
         env = bench_env(redis_url=redis_url, llm_base_url=f"http://127.0.0.1:{port}/v1",
                         llm_api_keys=",".join(keys), llm_rpm_per_key=str(scenario.rpm),
                         llm_tpm_per_key="100000000", llm_concurrency=str(scenario.threads),
-                        llm_concurrency_per_key="100000", llm_timeout_s="60", log_level="WARNING")
+                        llm_concurrency_per_key="100000", llm_timeout_s="60", log_level="WARNING",
+                        llm_cache_ttl_s="0", llm_high_reserve=str(scenario.high_reserve),
+                        llm_low_max_age_s=str(scenario.low_max_age_s))
         producer = Celery("bench", broker=redis_url)
         producer.conf.update(task_serializer="json", accept_content=["json"], task_default_priority=5)
         stop = threading.Event()
-        depth = 2 * scenario.processes * scenario.threads
-        feeder = threading.Thread(target=feed, args=(producer, client, crop_key, depth, stop), daemon=True)
+        feeder = threading.Thread(target=feed, args=(producer, client, crop_key, scenario, stop), daemon=True)
+        peaks: dict[str, int] = {}
+        sampler = threading.Thread(target=sample_queues, args=(client, peaks, stop), daemon=True)
         with ExitStack() as running:
             running.enter_context(process(sim_args, env, workdir / f"sim-{scenario.name}.log"))
             _wait_http(f"http://127.0.0.1:{port}/v1/models")
@@ -110,20 +142,29 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
             running.callback(stop.set)
             feeder.start()
             time.sleep(warmup)
-            before, started = _verdicts(client), time.monotonic()
+            store = Store(client)
+            before, high_before, started = store.llm_outcomes(), len(store.llm_waits(True)), time.monotonic()
+            sampler.start()
             time.sleep(seconds)
-            verdicts, elapsed = _verdicts(client) - before, time.monotonic() - started
+            after, elapsed = store.llm_outcomes(), time.monotonic() - started
+            high_waits = store.llm_waits(True)[:len(store.llm_waits(True)) - high_before][::-1]
             rss = sum(rss_mib(p.pid) for p in procs)
             report = requests.get(f"http://127.0.0.1:{port}/sim/report", timeout=10).json()
         producer.close()
         client.close()
-    rate = verdicts / elapsed
+    done = {k: after.get(k, 0) - before.get(k, 0) for k in ("llm", "shed", "fallback")}
+    rate = done["llm"] / elapsed
     return {"verdicts_per_s": rate, "bound": scenario.bound, "ratio": rate / scenario.bound,
-            "over_limit": report["rejected_429"], "peak": report["concurrent_peak"], "rss_mib": rss}
+            "over_limit": report["rejected_429"], "peak": report["concurrent_peak"], "rss_mib": rss,
+            "shed_per_s": done["shed"] / elapsed, "fallback_per_s": done["fallback"] / elapsed,
+            "high_wait_p50": percentile(sorted(high_waits), 0.5),
+            "high_wait_p95": percentile(sorted(high_waits), 0.95),
+            "high_served_per_s": len(high_waits) / elapsed, "high_waits": high_waits,
+            "peak_high_queue": peaks.get(LLM_HIGH_QUEUE, 0), "peak_low_queue": peaks.get(LLM_LOW_QUEUE, 0)}
 
 
-def _verdicts(client: redis.Redis) -> int:
-    return int(client.hget(LLM_OUTCOMES_KEY, "llm") or 0)
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def _wait_http(url: str) -> None:
@@ -139,7 +180,8 @@ def _wait_http(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", nargs="+", choices=sorted(SCENARIOS), default=["keys", "concurrency"])
+    parser.add_argument("--scenario", nargs="+", choices=sorted(SCENARIOS),
+                        default=["keys", "concurrency", "overload"])
     parser.add_argument("--seconds", type=float, default=122.0)
     parser.add_argument("--warmup", type=float, default=61.0)
     args = parser.parse_args()
@@ -155,6 +197,12 @@ def main() -> None:
                   f"{f'{s.processes}x{s.threads}':>7} {row['verdicts_per_s']:>10.2f} {row['bound']:>7.2f} "
                   f"{row['ratio']:>6.3f} {row['over_limit']:>5} {row['peak']:>5} {row['rss_mib']:>8.0f}",
                   flush=True)
+            if s.overload:
+                print(f"{'':>11} offered {s.overload:g}x the bound, {s.high_share:.0%} high: high served "
+                      f"{row['high_served_per_s']:.2f}/s, wait p50 {row['high_wait_p50']:.2f} s, "
+                      f"p95 {row['high_wait_p95']:.2f} s; low shed {row['shed_per_s']:.2f}/s, "
+                      f"other fallbacks {row['fallback_per_s']:.2f}/s; peak queues high "
+                      f"{row['peak_high_queue']}, low {row['peak_low_queue']}", flush=True)
 
 
 if __name__ == "__main__":

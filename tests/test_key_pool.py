@@ -63,10 +63,18 @@ def test_released_calls_free_their_concurrency_and_settle_their_tokens(client: r
     assert take(pool, 1, tokens=700) == 1
 
 
-def test_high_priority_has_a_reserved_share(client: redis.Redis) -> None:
+@pytest.mark.parametrize(
+    ("order", "taken"),
+    [
+        ([(False, 10), (True, 10)], [6, 4]),  # low stops at its 60 %; high still finds the rest
+        ([(True, 5), (False, 10)], [5, 5]),  # high's own calls do not eat into low's share
+        ([(True, 10), (False, 10)], [10, 0]),  # high may use it all
+    ],
+)
+def test_high_priority_has_a_reserved_share(client: redis.Redis, order: list[tuple[bool, int]],
+                                             taken: list[int]) -> None:
     pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=10, tpm=100_000, concurrency=100), high_reserve=0.4)
-    assert take(pool, 10, high=False) == 6  # low stops at 60 %
-    assert take(pool, 10, high=True) == 4  # high still finds the rest
+    assert [take(pool, count, high=high) for high, count in order] == taken
 
 
 def test_limits_hold_across_many_clients_at_once(redis_url: str, client: redis.Redis) -> None:
@@ -133,7 +141,7 @@ def test_a_refused_key_is_disabled_and_the_call_goes_on_another(client: redis.Re
     pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
     try:
         with caplog.at_level(logging.INFO), LlmClient(sim.url, "sim", pool, timeout_s=2) as llm:
-            verdicts = [llm.assess(CROP, "context")[0] for _ in range(4)]
+            verdicts = [llm.assess(CROP, "context").verdict for _ in range(4)]
         report = sim.report()
     finally:
         sim.stop()
@@ -170,6 +178,7 @@ def test_old_low_priority_work_is_shed(llm_sim: LlmSim, client: redis.Redis, hig
     assert (result.verdict.source, result.shed) == (source, shed)
     assert llm_sim.report()["requests"] - before == (0 if shed else 1)
     assert (result.tokens > 0) is not shed  # a call's billed tokens are kept
+    assert result.wait_s == (0.0 if shed else pytest.approx(waited_s, abs=2.0))
     if shed:
         assert result.verdict.reason.startswith("LLM unavailable (shed: waited 45 s in llm.low)")
         assert result.outcome == "shed"
@@ -180,6 +189,10 @@ def test_outcomes_and_billed_tokens_are_counted(client: redis.Redis) -> None:
     for outcome, tokens in [("llm", 400), ("llm", 350), ("shed", 0), ("fallback", 0)]:
         store.count_llm_outcome(outcome, tokens)
     assert store.llm_outcomes() == {"llm": 2, "tokens": 750, "shed": 1, "fallback": 1}
+    for wait in (0.5, 1.5):
+        store.record_llm_wait(True, wait)
+    store.record_llm_wait(False, 9.0)
+    assert (store.llm_waits(True), store.llm_waits(False)) == ([1.5, 0.5], [9.0])
 
 
 @pytest.mark.timeout(15)  # the call's own timeout is 120 s: only the low-priority bound ends it sooner

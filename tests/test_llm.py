@@ -44,7 +44,7 @@ def client(sim: LlmSim, pool: KeyPool | None, timeout_s: float = 5.0) -> LlmClie
 def test_valid_reply_is_an_llm_verdict_with_usage(llm_sim: LlmSim, pool: KeyPool) -> None:
     llm_sim.configure()
     with client(llm_sim, pool) as llm:
-        verdict, usage = llm.assess(CROP, describe_group(GROUP, 640, 480))
+        verdict, usage, _ = llm.assess(CROP, describe_group(GROUP, 640, 480))
     assert verdict.source is VerdictSource.LLM
     assert verdict.risk_level is RiskLevel.HIGH  # the simulator reads the pre-score 0.65
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 85

@@ -243,6 +243,7 @@ class Assessment(Message):
     error: str | None = None
     shed: bool = False  # low-priority work too old to be worth a call
     tokens: int = 0  # the reply's total_tokens, as the provider bills them
+    wait_s: float = 0.0  # from queued by detect to sent to the LLM: broker queue and key wait
 
     @property
     def outcome(self) -> str:

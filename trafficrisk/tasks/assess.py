@@ -41,5 +41,8 @@ def assess_group(request: dict[str, Any]) -> dict[str, Any]:
     parsed = AssessRequest.from_wire(request)
     policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
     assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy, get_scene_cache())
-    get_store().count_llm_outcome(assessment.outcome, assessment.tokens)
+    store = get_store()
+    store.count_llm_outcome(assessment.outcome, assessment.tokens)
+    if assessment.outcome == "llm":
+        store.record_llm_wait(parsed.high_priority, assessment.wait_s)
     return assessment.to_wire()

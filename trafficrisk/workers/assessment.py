@@ -44,7 +44,7 @@ def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
     key_wait_s = policy.low_max_age_s - waited if low else None
     try:
         context = describe_group(group, frame.width, frame.height)
-        verdict, usage = client.assess(crop, context, high=request.high_priority, key_wait_s=key_wait_s)
+        reply = client.assess(crop, context, high=request.high_priority, key_wait_s=key_wait_s)
     except NoKeyInTime as error:
         if low:
             log.info("frame %s group %s: shed, no key in time: %s", frame.frame_id, group.group_id,
@@ -56,9 +56,11 @@ def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
         log.warning("frame %s group %s: LLM failed: %s", frame.frame_id, group.group_id, error.reason)
         return _fallback(request, error.reason, time.perf_counter() - started)
     if cache is not None:
-        cache.store(frame.camera_id, group, crop, verdict)
-    return Assessment(group_id=group.group_id, verdict=verdict, tokens=int(usage.get("total_tokens") or 0),
-                      latency_s=round(time.perf_counter() - started, 4))
+        cache.store(frame.camera_id, group, crop, reply.verdict)
+    waited_s = reply.sent_at - request.queued_at if request.queued_at else 0.0
+    return Assessment(group_id=group.group_id, verdict=reply.verdict,
+                      tokens=int(reply.usage.get("total_tokens") or 0),
+                      latency_s=round(time.perf_counter() - started, 4), wait_s=round(max(0.0, waited_s), 4))
 
 
 def _shed(request: AssessRequest, reason: str) -> Assessment:

@@ -5,8 +5,9 @@ key is one Lua call that checks and books all three atomically, so any number of
 assess threads in any number of processes on any number of machines stay inside
 the limits together. A 429 puts the key in a cooldown (the reply's Retry-After, or
 a default) that every worker honours; a 401 or 403 disables it until restart with
-the keys changed. Low-priority work may be kept out of a reserved share of each
-limit, so that high-priority work always finds room.
+the keys changed. Low-priority work may use only a share of each key's requests
+per minute and concurrency, so that the rest is always there for high-priority
+work, which may use all of it.
 
 Keys are known in Redis only by a digest; shown, they are masked to their last four
 characters. The Redis client is handed in: this module imports no redis.
@@ -27,12 +28,15 @@ PREFIX = "tr:llmkey:"
 WINDOW_S = 61
 DEFAULT_COOLDOWN_S = 10.0
 
-# ARGV: now, share (1 for high priority, 1 - reserve for low), tokens wanted, request id,
-# in-flight lease seconds, then per key: id, rpm, tpm, concurrency. Books the least loaded
-# key with room and returns {key id, 0}, else {"", seconds until one may have room}.
+# ARGV: now, low share (1 - reserve for low priority, 1 for high), tokens wanted, request id,
+# in-flight lease seconds, then per key: id, rpm, tpm, concurrency. Every call counts against
+# a key's whole limits; low-priority calls also against their share of the requests and the
+# concurrency. Books the least loaded key with room and returns {key id, 0}, else {"",
+# seconds until one may have room}.
 _ACQUIRE = """
 local now, share, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local request, lease = ARGV[4], tonumber(ARGV[5])
+local low = share < 1
 local wait, best, best_load = 60, nil, nil
 for i = 6, #ARGV, 4 do
   local id, rpm, tpm, cap = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
@@ -42,23 +46,32 @@ for i = 6, #ARGV, 4 do
     if cooldown > now then
       wait = math.min(wait, cooldown - now)
     else
-      redis.call('ZREMRANGEBYSCORE', base .. ':requests', '-inf', now - """ + str(WINDOW_S) + """)
-      redis.call('ZREMRANGEBYSCORE', base .. ':tokens', '-inf', now - """ + str(WINDOW_S) + """)
+      for _, suffix in ipairs({':requests', ':requests_low', ':tokens'}) do
+        redis.call('ZREMRANGEBYSCORE', base .. suffix, '-inf', now - """ + str(WINDOW_S) + """)
+      end
       redis.call('ZREMRANGEBYSCORE', base .. ':inflight', '-inf', now)
-      local used = redis.call('ZCARD', base .. ':requests')
-      local flying = redis.call('ZCARD', base .. ':inflight')
+      redis.call('ZREMRANGEBYSCORE', base .. ':inflight_low', '-inf', now)
+      local used, flying = redis.call('ZCARD', base .. ':requests'), redis.call('ZCARD', base .. ':inflight')
       local spent = 0
       for _, member in ipairs(redis.call('ZRANGE', base .. ':tokens', 0, -1)) do
         spent = spent + tonumber(string.match(member, ':(%d+)$'))
       end
-      local fits_rpm = used < math.max(1, math.floor(rpm * share))
-      local fits_cap = flying < math.max(1, math.floor(cap * share))
-      local fits_tpm = spent + tokens <= tpm * share
+      local fits_rpm, fits_cap = used < rpm, flying < cap
+      local rpm_set = ':requests'
+      if low then
+        if redis.call('ZCARD', base .. ':requests_low') >= math.max(1, math.floor(rpm * share)) then
+          fits_rpm, rpm_set = false, ':requests_low'
+        end
+        if redis.call('ZCARD', base .. ':inflight_low') >= math.max(1, math.floor(cap * share)) then
+          fits_cap = false
+        end
+      end
+      local fits_tpm = spent + tokens <= tpm
       if fits_rpm and fits_cap and fits_tpm then
         local load = used / rpm + flying / cap
         if best == nil or load < best_load then best, best_load = id, load end
       elseif not fits_rpm or not fits_tpm then
-        local oldest = redis.call('ZRANGE', base .. ':requests', 0, 0, 'WITHSCORES')
+        local oldest = redis.call('ZRANGE', base .. (fits_rpm and ':requests' or rpm_set), 0, 0, 'WITHSCORES')
         if oldest[2] then wait = math.min(wait, tonumber(oldest[2]) + """ + str(WINDOW_S) + """ - now) end
       else
         wait = math.min(wait, 0.05)
@@ -71,20 +84,27 @@ local base = '""" + PREFIX + """' .. best
 redis.call('ZADD', base .. ':requests', now, request)
 redis.call('ZADD', base .. ':tokens', now, request .. ':' .. tokens)
 redis.call('ZADD', base .. ':inflight', now + lease, request)
-for _, suffix in ipairs({':requests', ':tokens', ':inflight'}) do
+local sets = {':requests', ':tokens', ':inflight'}
+if low then
+  redis.call('ZADD', base .. ':requests_low', now, request)
+  redis.call('ZADD', base .. ':inflight_low', now + lease, request)
+  sets = {':requests', ':tokens', ':inflight', ':requests_low', ':inflight_low'}
+end
+for _, suffix in ipairs(sets) do
   redis.call('EXPIRE', base .. suffix, 120 + math.ceil(lease))
 end
 return {best, '0'}
 """
 
-# KEYS: in-flight, tokens. ARGV: request id, tokens booked, tokens used.
+# KEYS: in-flight, low in-flight, tokens. ARGV: request id, tokens booked, tokens used.
 _RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 local booked = ARGV[1] .. ':' .. ARGV[2]
-local at = redis.call('ZSCORE', KEYS[2], booked)
+local at = redis.call('ZSCORE', KEYS[3], booked)
 if at then
-  redis.call('ZREM', KEYS[2], booked)
-  redis.call('ZADD', KEYS[2], at, ARGV[1] .. ':' .. ARGV[3])
+  redis.call('ZREM', KEYS[3], booked)
+  redis.call('ZADD', KEYS[3], at, ARGV[1] .. ':' .. ARGV[3])
 end
 return 1
 """
@@ -163,7 +183,8 @@ class KeyPool:
     def release(self, lease: Lease, tokens_used: int | None = None) -> None:
         base = PREFIX + lease.key_id
         used = lease.tokens if tokens_used is None else tokens_used
-        self._release(keys=[base + ":inflight", base + ":tokens"], args=[lease.request, lease.tokens, used])
+        self._release(keys=[base + ":inflight", base + ":inflight_low", base + ":tokens"],
+                      args=[lease.request, lease.tokens, used])
 
     def cool_down(self, lease: Lease, seconds: float | None) -> None:
         """The provider said 429: no worker uses this key for `seconds`."""

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from pydantic import ValidationError
@@ -44,6 +44,12 @@ class LlmError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LlmReply(NamedTuple):
+    verdict: Verdict
+    usage: dict[str, Any]  # as the provider reported it: prompt, completion and total tokens
+    sent_at: float  # wall clock, once a key was had: the end of the call's wait
 
 
 class NoKeyInTime(LlmError):
@@ -156,8 +162,8 @@ class LlmClient:
         }
 
     def assess(self, crop_jpeg: bytes, context: str, *, high: bool = False,
-               key_wait_s: float | None = None) -> tuple[Verdict, dict[str, Any]]:
-        """The verdict for one crop and the reply's token usage.
+               key_wait_s: float | None = None) -> LlmReply:
+        """The verdict for one crop, the reply's token usage and when the call went out.
 
         Waits at most `key_wait_s` (default: the timeout) for a key with room. A key
         that answers 429 cools down and one that answers 401/403 is disabled, for the
@@ -172,12 +178,13 @@ class LlmClient:
             headers = {"Authorization": f"Bearer {lease.key}"} if lease else {}
             used: int | None = None
             try:
+                sent_at = time.time()
                 response = self._post(body, headers, deadline)
                 if lease is not None and self._refused(response, lease):
                     continue
                 verdict, usage = self._reply(response)
                 used = int(usage.get("total_tokens") or tokens)
-                return verdict, usage
+                return LlmReply(verdict, usage, sent_at)
             finally:
                 if lease is not None:
                     self.pool.release(lease, used)  # type: ignore[union-attr]

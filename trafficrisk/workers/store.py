@@ -19,6 +19,7 @@ ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
+LLM_WAITS_KEPT = 10_000
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
 TRACKS_TTL_S = 60
 
@@ -75,6 +76,10 @@ def burst_key(camera_id: str) -> str:
 
 def tracks_key(camera_id: str) -> str:
     return f"{PREFIX}tracks:{camera_id}"
+
+
+def llm_waits_key(high_priority: bool) -> str:
+    return f"{PREFIX}llm_waits:{'high' if high_priority else 'low'}"
 
 
 def latest_key(camera_id: str) -> str:
@@ -140,6 +145,17 @@ class Store:
             if tokens:
                 pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
             pipe.execute()
+
+    def record_llm_wait(self, high_priority: bool, wait_s: float) -> None:
+        """The latest waits (queued to sent) per priority, for the dashboard and benchmarks."""
+        key = llm_waits_key(high_priority)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, round(wait_s, 4))
+            pipe.ltrim(key, 0, LLM_WAITS_KEPT - 1)
+            pipe.execute()
+
+    def llm_waits(self, high_priority: bool) -> list[float]:
+        return [float(v) for v in self.client.lrange(llm_waits_key(high_priority), 0, -1)]
 
     def llm_outcomes(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(LLM_OUTCOMES_KEY).items()}
