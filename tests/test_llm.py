@@ -88,9 +88,12 @@ def test_keys_share_the_load_and_are_reported_masked(llm_sim: LlmSim, pool: KeyP
     with client(llm_sim, pool) as llm:
         for _ in range(4):
             llm.assess(CROP, "context")
-    after = llm_sim.report()["per_key"]
+    report = llm_sim.report()
+    after = report["per_key"]
     assert {k: after[k] - before.get(k, 0) for k in after} == {"...1111": 2, "...2222": 2}
-    assert not any(key in str(after) for key in KEYS)
+    assert set(report["per_key_minute"]) == {"...1111", "...2222"}  # requests per key per minute
+    assert sum(sum(minutes.values()) for minutes in report["per_key_minute"].values()) == sum(after.values())
+    assert not any(key in str(report) for key in KEYS)
 
 
 def test_requests_without_an_image_are_rejected(llm_sim: LlmSim) -> None:

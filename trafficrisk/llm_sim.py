@@ -64,11 +64,16 @@ class SimReport:
     rejected_429: int = 0  # requests over a key's limit: a client that honours the limits sees none
     per_key: Counter[str] = field(default_factory=Counter)
     per_minute: Counter[int] = field(default_factory=Counter)
+    per_key_minute: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["per_key"] = dict(self.per_key)
         data["per_minute"] = {str(k): v for k, v in sorted(self.per_minute.items())}
+        by_key: dict[str, dict[str, int]] = {}
+        for (key, minute), count in sorted(self.per_key_minute.items()):
+            by_key.setdefault(key, {})[str(minute)] = count
+        data["per_key_minute"] = by_key
         return data
 
 
@@ -166,8 +171,10 @@ class Simulator:
 
     def _count(self, request: web.Request) -> None:
         self.report.requests += 1
-        self.report.per_key[mask_key(request.headers.get("Authorization", ""))] += 1
-        self.report.per_minute[int(time.time() // 60)] += 1
+        key, minute = mask_key(request.headers.get("Authorization", "")), int(time.time() // 60)
+        self.report.per_key[key] += 1
+        self.report.per_minute[minute] += 1
+        self.report.per_key_minute[key, minute] += 1
 
     async def _answer(self, model: str, text: str, images: int) -> web.Response:
         config, draw = self.config, self.random.random()
