@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 import requests
 from celery import Celery
-from harness import CLI, ROOT, bench_env, free_port, process, redis_server, rss_mib
+from harness import CLI, ROOT, bench_env, cpu_seconds, free_port, process, redis_server, rss_mib
 
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
@@ -55,6 +55,11 @@ class Scenario:
     high_share: float = 1.0  # of the offered load, the part sent to llm.high
     high_reserve: float = 0.1
     low_max_age_s: float = 30.0
+
+    @property
+    def high_every(self) -> int:
+        """Every how many tasks one is high priority (integers: float steps drift)."""
+        return round(1 / self.high_share)
 
     @property
     def bound(self) -> float:
@@ -102,7 +107,7 @@ def feed(producer: Celery, client: redis.Redis, crop_key: str, scenario: Scenari
             credit -= wanted
         for _ in range(max(0, wanted)):
             seq += 1
-            send(producer, crop_key, seq, high=(seq * scenario.high_share) % 1 < scenario.high_share)
+            send(producer, crop_key, seq, high=seq % scenario.high_every == 0)
         stop.wait(0.1)
 
 
@@ -143,10 +148,13 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
             feeder.start()
             time.sleep(warmup)
             store = Store(client)
+            redis_pid = int(client.info("server")["process_id"])
             before, high_before, started = store.llm_outcomes(), len(store.llm_waits(True)), time.monotonic()
+            redis_cpu = cpu_seconds(redis_pid)
             sampler.start()
             time.sleep(seconds)
             after, elapsed = store.llm_outcomes(), time.monotonic() - started
+            redis_cpu = (cpu_seconds(redis_pid) - redis_cpu) / elapsed
             high_waits = store.llm_waits(True)[:len(store.llm_waits(True)) - high_before][::-1]
             rss = sum(rss_mib(p.pid) for p in procs)
             report = requests.get(f"http://127.0.0.1:{port}/sim/report", timeout=10).json()
@@ -156,6 +164,7 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
     rate = done["llm"] / elapsed
     return {"verdicts_per_s": rate, "bound": scenario.bound, "ratio": rate / scenario.bound,
             "over_limit": report["rejected_429"], "peak": report["concurrent_peak"], "rss_mib": rss,
+            "redis_cpu": redis_cpu,
             "shed_per_s": done["shed"] / elapsed, "fallback_per_s": done["fallback"] / elapsed,
             "high_wait_p50": percentile(sorted(high_waits), 0.5),
             "high_wait_p95": percentile(sorted(high_waits), 0.95),
@@ -188,14 +197,15 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {args.seconds:.0f} s window after {args.warmup:.0f} s warm-up")
     print(f"{'scenario':>11} {'K':>3} {'R/min':>6} {'L s':>7} {'P x T':>7} {'verdicts/s':>10} {'bound':>7} "
-          f"{'ratio':>6} {'429s':>5} {'peak':>5} {'rss MiB':>8}")
+          f"{'ratio':>6} {'429s':>5} {'peak':>5} {'rss MiB':>8} {'redis cpu':>9}")
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         for name in args.scenario:
             s = SCENARIOS[name]
             row = measure(s, args.seconds, args.warmup, Path(tmp))
             print(f"{name:>11} {s.keys:>3} {s.rpm:>6} {f'{s.latency_min:g}-{s.latency_max:g}':>7} "
                   f"{f'{s.processes}x{s.threads}':>7} {row['verdicts_per_s']:>10.2f} {row['bound']:>7.2f} "
-                  f"{row['ratio']:>6.3f} {row['over_limit']:>5} {row['peak']:>5} {row['rss_mib']:>8.0f}",
+                  f"{row['ratio']:>6.3f} {row['over_limit']:>5} {row['peak']:>5} {row['rss_mib']:>8.0f} "
+                  f"{row['redis_cpu']:>9.1%}",
                   flush=True)
             if s.overload:
                 print(f"{'':>11} offered {s.overload:g}x the bound, {s.high_share:.0%} high: high served "

@@ -1,4 +1,4 @@
-"""The micro-batcher the detect worker's task threads share."""
+"""The micro-batchers: one for the detect worker's model, one for the assess worker's LLM calls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from trafficrisk.workers.batching import MicroBatcher
+from trafficrisk.workers.batching import LeaderBatcher, MicroBatcher
+
+Batcher = MicroBatcher[int, int] | LeaderBatcher[int, int]
+BATCHERS = [MicroBatcher, LeaderBatcher]
 
 
 def doubled(items: Sequence[int]) -> list[int]:
@@ -20,7 +23,7 @@ def doubled(items: Sequence[int]) -> list[int]:
     return [2 * item for item in items]
 
 
-def submit_together(batcher: MicroBatcher[int, int], items: list[int]) -> list[int | str]:
+def submit_together(batcher: Batcher, items: list[int]) -> list[int | str]:
     """Submit from one thread per item, all at once; each result or error message."""
     results: list[int | str] = [0] * len(items)
     start = threading.Barrier(len(items))
@@ -51,17 +54,40 @@ def submit_together(batcher: MicroBatcher[int, int], items: list[int]) -> list[i
         (8, 0.5, [5, -2], ["batch of 2 gave 0 results"] * 2, 2),
     ],
 )
+@pytest.mark.parametrize("kind", BATCHERS)
 def test_batches_form_and_results_come_back_in_order(
-    max_batch: int, max_wait_s: float, items: list[int], results: list[int | str], largest_batch: int
+    kind: type[Batcher], max_batch: int, max_wait_s: float, items: list[int], results: list[int | str],
+    largest_batch: int
 ) -> None:
-    batcher = MicroBatcher(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
+    batcher = kind(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
     try:
         assert submit_together(batcher, items) == results
         assert max(batcher.batch_sizes) == largest_batch
         assert sum(batcher.batch_sizes) == len(items)
         assert batcher.run(21) == 42  # a failed batch does not stop the batcher
     finally:
-        batcher.close()
+        if isinstance(batcher, MicroBatcher):
+            batcher.close()
+
+
+def test_leader_batches_run_at_the_same_time() -> None:
+    """Each batch runs on its first caller's thread: slow calls overlap, as unbatched ones would."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return list(items)
+
+    batcher = LeaderBatcher(slow, max_batch=2, max_wait_s=0.05)
+    assert sorted(submit_together(batcher, list(range(8))), key=str) == list(range(8))
+    assert batcher.batch_sizes == [2, 2, 2, 2]
+    assert most[0] == 4  # a MicroBatcher would have run them one after another
 
 
 def test_a_lone_item_goes_alone_once_it_has_waited() -> None:
@@ -73,10 +99,11 @@ def test_a_lone_item_goes_alone_once_it_has_waited() -> None:
     assert batcher.batch_sizes == [1]
 
 
+@pytest.mark.parametrize("kind", BATCHERS)
 @pytest.mark.parametrize(("max_batch", "max_wait_s"), [(0, 0.01), (4, -1.0)])
-def test_bad_limits_are_refused(max_batch: int, max_wait_s: float) -> None:
+def test_bad_limits_are_refused(kind: type[Batcher], max_batch: int, max_wait_s: float) -> None:
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
-        MicroBatcher(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
+        kind(doubled, max_batch=max_batch, max_wait_s=max_wait_s)
 
 
 def test_a_closed_batcher_refuses_work() -> None:

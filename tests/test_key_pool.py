@@ -64,6 +64,24 @@ def test_released_calls_free_their_concurrency_and_settle_their_tokens(client: r
 
 
 @pytest.mark.parametrize(
+    ("later_s", "tokens", "taken"),
+    [
+        (30, 200, 0),  # 900 of 1000 still in the window
+        (30, 100, 1),
+        (62, 1000, 1),  # the booking left the window and its tokens with it
+        (62, 1001, 0),  # error row: more than a minute's tokens never fits
+    ],
+)
+def test_tokens_leave_the_window_after_a_minute(client: redis.Redis, later_s: float, tokens: int,
+                                                taken: int) -> None:
+    now = [1_000_000.0]
+    pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=100, tpm=1000, concurrency=100), clock=lambda: now[0])
+    pool.release(pool.acquire(900, high=False, deadline=time.monotonic()))
+    now[0] += later_s
+    assert take(pool, 1, tokens=tokens) == taken
+
+
+@pytest.mark.parametrize(
     ("order", "taken"),
     [
         ([(False, 10), (True, 10)], [6, 4]),  # low stops at its 60 %; high still finds the rest

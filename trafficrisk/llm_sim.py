@@ -3,11 +3,13 @@
     trafficrisk llm-sim --port 8001 --latency-min 2 --latency-max 10 --error-rate 0.05
 
 One asyncio loop, so hundreds of slow requests in flight cost next to nothing. It
-answers chat completions with a verdict derived from the prompt's rules pre-score,
-injects HTTP 500s, hangs (timeouts) and malformed replies at configurable rates,
-enforces a per-key requests-per-minute limit (429 with Retry-After), refuses listed
-keys (401), and reports what it saw at GET /sim/report. POST /sim/config changes its behaviour
-at run time.
+answers chat completions with a verdict derived from the prompt's rules pre-score
+(one per "Group k:" section for a multi-image batch) after a latency drawn uniformly
+or lognormally (--latency-distribution), a little longer per extra image. It injects
+HTTP 500s, hangs (timeouts) and malformed replies at configurable rates, enforces a
+per-key requests-per-minute limit (429 with Retry-After), refuses listed keys (401),
+and reports what it saw at GET /sim/report. POST /sim/config changes its behaviour at
+run time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import math
 import random
 import re
 import time
@@ -28,13 +32,21 @@ from aiohttp import web
 from trafficrisk.messages import RiskLevel, Verdict
 
 _PRESCORE = re.compile(r"pre-score: ([0-9.]+)")
+_GROUP = re.compile(r"^Group (\d+):$", re.MULTILINE)
 TOKENS_PER_IMAGE = 85
+
+
+LATENCY_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 @dataclass
 class SimConfig:
     latency_min: float = 2.0
     latency_max: float = 10.0
+    # uniform between min and max; lognormal: median sqrt(min * max), 90 % between min and
+    # max, a long tail above (capped at 3 * max), as hosted models answer; never under min.
+    latency_distribution: str = "uniform"
+    latency_per_extra_image: float = 0.1  # a multi-image request takes this much longer per image
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -48,7 +60,18 @@ class SimConfig:
         if unknown:
             raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
         for name, value in changes.items():
-            setattr(self, name, float(value))
+            setattr(self, name, type(getattr(self, name))(value))
+        if self.latency_distribution not in LATENCY_DISTRIBUTIONS:
+            raise ValueError(f"latency_distribution must be one of {', '.join(LATENCY_DISTRIBUTIONS)}")
+
+    def draw_latency(self, rng: random.Random, images: int) -> float:
+        if self.latency_distribution == "lognormal":
+            low, high = max(self.latency_min, 1e-3), max(self.latency_max, self.latency_min, 1e-3)
+            sigma = math.log(high / low) / (2 * 1.645)
+            base = min(max(rng.lognormvariate(math.log(math.sqrt(low * high)), sigma), low), 3 * high)
+        else:
+            base = rng.uniform(self.latency_min, self.latency_max)
+        return base * (1 + self.latency_per_extra_image * max(0, images - 1))
 
 
 @dataclass
@@ -90,6 +113,17 @@ def verdict_for(text: str) -> Verdict:
                   if score >= floor), RiskLevel.NONE)
     return Verdict(risk_level=level, risk_type="simulated interaction", confidence=0.8,
                    reason=f"simulated verdict for pre-score {score:.2f}")
+
+
+def answer_for(text: str) -> str:
+    """The reply's content: one verdict, or for a batch ("Group k:" sections) one per group."""
+    sections = _GROUP.split(text)
+    if len(sections) == 1:
+        return verdict_for(text).model_dump_json(exclude={"source"})
+    numbers, texts = sections[1::2], sections[2::2]
+    verdicts = [{"group": int(number), **verdict_for(section).model_dump(mode="json", exclude={"source"})}
+                for number, section in zip(numbers, texts, strict=True)]
+    return json.dumps({"verdicts": verdicts})
 
 
 def _prompt_parts(body: dict[str, Any]) -> tuple[str, int]:
@@ -178,7 +212,7 @@ class Simulator:
 
     async def _answer(self, model: str, text: str, images: int) -> web.Response:
         config, draw = self.config, self.random.random()
-        await asyncio.sleep(self.random.uniform(config.latency_min, config.latency_max))
+        await asyncio.sleep(config.draw_latency(self.random, images))
         if draw < config.error_rate:
             self.report.errors_500 += 1
             return web.json_response({"error": {"message": "simulated server error"}}, status=500)
@@ -188,7 +222,7 @@ class Simulator:
             await asyncio.sleep(config.hang_s)
             return web.json_response({"error": {"message": "simulated hang ended"}}, status=504)
         draw -= config.timeout_rate
-        content = verdict_for(text).model_dump_json(exclude={"source"})
+        content = answer_for(text)
         if draw < config.malformed_rate:
             self.report.malformed += 1
             content = "Sure! Here is my assessment: the risk is " + content[:20]
@@ -233,14 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     defaults = SimConfig()
-    for name in ("latency_min", "latency_max", "error_rate", "timeout_rate", "malformed_rate", "hang_s",
-                 "rpm_per_key", "retry_after_s"):
+    for name in ("latency_min", "latency_max", "latency_per_extra_image", "error_rate", "timeout_rate",
+                 "malformed_rate", "hang_s", "rpm_per_key", "retry_after_s"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    parser.add_argument("--latency-distribution", choices=LATENCY_DISTRIBUTIONS,
+                        default=defaults.latency_distribution)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--refuse-keys", default="", help="comma-separated keys answered with 401")
     args = parser.parse_args(argv)
-    config = SimConfig(args.latency_min, args.latency_max, args.error_rate, args.timeout_rate,
-                       args.malformed_rate, args.hang_s, args.rpm_per_key, args.retry_after_s)
+    config = SimConfig(**{f.name: getattr(args, f.name) for f in fields(SimConfig)})
     refused = frozenset(k for k in args.refuse_keys.split(",") if k)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Simulator(config, args.seed, refused), args.host, args.port))

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     llm_low_max_age_s: float = Field(30.0, gt=0)
     # A camera's verdict is reused for a scene that looks the same within this long; 0: off.
     llm_cache_ttl_s: float = Field(60.0, ge=0)
+    # Up to this many groups waiting together go in one multi-image request; 1: off.
+    # For backends that take several images in a prompt.
+    llm_batch_size: int = Field(1, ge=1, le=16)
+    llm_batch_wait_ms: int = Field(200, ge=0, le=5000)
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_max_tokens: int = Field(300, gt=0)
     # Groups whose rules pre-score reaches this go to the LLM; above `llm_high_priority_score`

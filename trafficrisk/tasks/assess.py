@@ -12,14 +12,15 @@ from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
 from trafficrisk.workers.assessment import AssessPolicy, assess_safely
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool
-from trafficrisk.workers.llm import LlmClient
+from trafficrisk.workers.llm import Judge, LlmClient
+from trafficrisk.workers.llm_batching import BatchedLlm
 from trafficrisk.workers.scene_cache import SceneCache
 
 log = logging.getLogger(__name__)
 
 
 @cache
-def get_llm_client() -> LlmClient | None:
+def get_llm_client() -> Judge | None:
     settings = get_settings()
     if settings.llm_base_url is None:
         return None
@@ -27,8 +28,11 @@ def get_llm_client() -> LlmClient | None:
     limits = KeyLimits(settings.llm_rpm_per_key, settings.llm_tpm_per_key, settings.llm_concurrency_per_key)
     pool = KeyPool(get_redis(), keys, limits, high_reserve=settings.llm_high_reserve,
                    lease_s=settings.llm_timeout_s + 5) if keys else None
-    return LlmClient(settings.llm_base_url, settings.llm_model, pool, settings.llm_timeout_s,
-                     settings.llm_max_tokens)
+    client = LlmClient(settings.llm_base_url, settings.llm_model, pool, settings.llm_timeout_s,
+                       settings.llm_max_tokens)
+    if settings.llm_batch_size > 1:
+        return BatchedLlm(client, settings.llm_batch_size, settings.llm_batch_wait_ms / 1000)
+    return client
 
 
 @cache

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trafficrisk.messages import Assessment, AssessRequest
-from trafficrisk.workers.llm import LlmClient, LlmError, NoKeyInTime, describe_group, fallback_verdict
+from trafficrisk.workers.llm import Judge, LlmError, NoKeyInTime, describe_group, fallback_verdict
 from trafficrisk.workers.scene_cache import SceneCache
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class AssessPolicy:
     low_max_age_s: float = 30.0
 
 
-def assess(request: AssessRequest, crop: bytes | None, client: LlmClient | None,
+def assess(request: AssessRequest, crop: bytes | None, client: Judge | None,
            policy: AssessPolicy = AssessPolicy(), now: float | None = None,
            cache: SceneCache | None = None) -> Assessment:
     group, frame = request.group, request.frame
@@ -74,7 +74,7 @@ def _fallback(request: AssessRequest, reason: str, latency_s: float = 0.0) -> As
 
 
 def assess_safely(request: AssessRequest, load_crop: Callable[[str], bytes | None],
-                  client: LlmClient | None, policy: AssessPolicy = AssessPolicy(),
+                  client: Judge | None, policy: AssessPolicy = AssessPolicy(),
                   cache: SceneCache | None = None) -> Assessment:
     """`assess`, with anything unexpected (Redis down, a bug) turned into a fallback."""
     try:

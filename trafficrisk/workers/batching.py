@@ -1,10 +1,13 @@
-"""Micro-batching: frames from many task threads go through the model together.
+"""Micro-batching: work from many task threads goes through a model or an API together.
 
 A detect worker runs its tasks on threads; each thread hands its decoded frame to
 the batcher and waits. One thread runs the model on whatever has gathered: up to
 `max_batch` frames, or fewer once the first has waited `max_wait_s`. On a GPU one
 batch of 8 costs little more than one frame; on a CPU it costs about the same as 8
 frames one by one, so the wait is short and a lone frame never waits long.
+
+An assess worker's threads mostly wait on the LLM API: there each batch is sent by
+the first thread that joined it (`LeaderBatcher`), so batches overlap.
 """
 
 from __future__ import annotations
@@ -100,6 +103,66 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
+
+
+class _Gathering(Generic[Item, Result]):
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.futures: list[Future[Result]] = []
+        self.full = threading.Event()
+
+
+class LeaderBatcher(Generic[Item, Result]):
+    """Runs `process(items) -> results` on batches, each on the thread of its first caller.
+
+    For calls that mostly wait (a remote API): every batch runs at once on a thread
+    that was waiting anyway, so batches overlap as single calls do, and no thread of
+    the batcher's own holds them up. A batch closes at `max_batch` items or once its
+    first caller has waited `max_wait_s`.
+    """
+
+    def __init__(self, process: Callable[[Sequence[Item]], Sequence[Result]], *,
+                 max_batch: int, max_wait_s: float) -> None:
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_wait_s >= 0, not {max_batch}, {max_wait_s}")
+        self._process = process
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self._open: _Gathering[Item, Result] | None = None
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # recent batch sizes, for timings and tests
+
+    def run(self, item: Item) -> Result:
+        """Process `item` in a batch and return its result (or raise the batch's error)."""
+        future: Future[Result] = Future()
+        with self._lock:
+            gathering, leader = self._open, self._open is None
+            if gathering is None:
+                gathering = self._open = _Gathering()
+            gathering.items.append(item)
+            gathering.futures.append(future)
+            if len(gathering.items) >= self.max_batch:
+                self._open = None
+                gathering.full.set()
+        if leader:
+            self._lead(gathering)
+        return future.result()
+
+    def _lead(self, gathering: _Gathering[Item, Result]) -> None:
+        gathering.full.wait(self.max_wait_s)
+        with self._lock:
+            if self._open is gathering:
+                self._open = None
+        self.batch_sizes = [*self.batch_sizes[-99:], len(gathering.items)]
+        try:
+            results = self._process(gathering.items)
+            if len(results) != len(gathering.items):
+                raise RuntimeError(f"batch of {len(gathering.items)} gave {len(results)} results")
+        except Exception as error:  # every caller of the batch gets the error
+            for future in gathering.futures:
+                future.set_exception(error)
+            return
+        for future, result in zip(gathering.futures, results, strict=True):
+            future.set_result(result)
 
 
 class BatchedDetector:

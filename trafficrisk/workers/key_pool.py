@@ -16,9 +16,10 @@ characters. The Redis client is handed in: this module imports no redis.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +47,19 @@ for i = 6, #ARGV, 4 do
     if cooldown > now then
       wait = math.min(wait, cooldown - now)
     else
-      for _, suffix in ipairs({':requests', ':requests_low', ':tokens'}) do
-        redis.call('ZREMRANGEBYSCORE', base .. suffix, '-inf', now - """ + str(WINDOW_S) + """)
-      end
+      local cutoff = now - """ + str(WINDOW_S) + """
+      redis.call('ZREMRANGEBYSCORE', base .. ':requests', '-inf', cutoff)
+      redis.call('ZREMRANGEBYSCORE', base .. ':requests_low', '-inf', cutoff)
+      -- The tokens in the window are kept as a running total: summing every booking on
+      -- every call would cost Redis time in proportion to the requests in the window.
+      local expired, gone = redis.call('ZRANGEBYSCORE', base .. ':tokens', '-inf', cutoff), 0
+      for _, member in ipairs(expired) do gone = gone + tonumber(string.match(member, ':(%d+)$')) end
+      if gone > 0 then redis.call('DECRBY', base .. ':tokens_total', gone) end
+      redis.call('ZREMRANGEBYSCORE', base .. ':tokens', '-inf', cutoff)
       redis.call('ZREMRANGEBYSCORE', base .. ':inflight', '-inf', now)
       redis.call('ZREMRANGEBYSCORE', base .. ':inflight_low', '-inf', now)
       local used, flying = redis.call('ZCARD', base .. ':requests'), redis.call('ZCARD', base .. ':inflight')
-      local spent = 0
-      for _, member in ipairs(redis.call('ZRANGE', base .. ':tokens', 0, -1)) do
-        spent = spent + tonumber(string.match(member, ':(%d+)$'))
-      end
+      local spent = tonumber(redis.call('GET', base .. ':tokens_total') or '0')
       local fits_rpm, fits_cap = used < rpm, flying < cap
       local rpm_set = ':requests'
       if low then
@@ -83,12 +87,13 @@ if best == nil then return {'', tostring(wait)} end
 local base = '""" + PREFIX + """' .. best
 redis.call('ZADD', base .. ':requests', now, request)
 redis.call('ZADD', base .. ':tokens', now, request .. ':' .. tokens)
+redis.call('INCRBY', base .. ':tokens_total', tokens)
 redis.call('ZADD', base .. ':inflight', now + lease, request)
-local sets = {':requests', ':tokens', ':inflight'}
+local sets = {':requests', ':tokens', ':tokens_total', ':inflight'}
 if low then
   redis.call('ZADD', base .. ':requests_low', now, request)
   redis.call('ZADD', base .. ':inflight_low', now + lease, request)
-  sets = {':requests', ':tokens', ':inflight', ':requests_low', ':inflight_low'}
+  sets = {':requests', ':tokens', ':tokens_total', ':inflight', ':requests_low', ':inflight_low'}
 end
 for _, suffix in ipairs(sets) do
   redis.call('EXPIRE', base .. suffix, 120 + math.ceil(lease))
@@ -96,7 +101,7 @@ end
 return {best, '0'}
 """
 
-# KEYS: in-flight, low in-flight, tokens. ARGV: request id, tokens booked, tokens used.
+# KEYS: in-flight, low in-flight, tokens, tokens total. ARGV: request id, tokens booked, tokens used.
 _RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -105,6 +110,7 @@ local at = redis.call('ZSCORE', KEYS[3], booked)
 if at then
   redis.call('ZREM', KEYS[3], booked)
   redis.call('ZADD', KEYS[3], at, ARGV[1] .. ':' .. ARGV[3])
+  redis.call('INCRBY', KEYS[4], tonumber(ARGV[3]) - tonumber(ARGV[2]))
 end
 return 1
 """
@@ -150,7 +156,7 @@ class NoKeyAvailable(Exception):
 
 class KeyPool:
     def __init__(self, client: Any, keys: Sequence[str], limits: KeyLimits, *, high_reserve: float = 0.0,
-                 lease_s: float = 60.0) -> None:
+                 lease_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
         self.client = client
@@ -158,6 +164,7 @@ class KeyPool:
         self.limits = limits
         self.high_reserve = high_reserve
         self.lease_s = lease_s
+        self.clock = clock  # wall-clock seconds, shared by every machine of the fleet
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
 
@@ -166,7 +173,7 @@ class KeyPool:
         share = 1.0 if high else 1.0 - self.high_reserve
         while True:
             request = uuid.uuid4().hex[:16]
-            args: list[Any] = [time.time(), share, tokens, request, self.lease_s]
+            args: list[Any] = [self.clock(), share, tokens, request, self.lease_s]
             for kid in self.keys:
                 args += [kid, self.limits.rpm, self.limits.tpm, self.limits.concurrency]
             chosen, wait = self._acquire(args=args)
@@ -175,15 +182,17 @@ class KeyPool:
                 return Lease(self.keys[chosen], chosen, request, tokens)
             if self.all_disabled():
                 raise NoKeyAvailable("every LLM key is disabled")
-            pause = min(float(wait), 1.0, deadline - time.monotonic())
-            if pause <= 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise NoKeyAvailable("rate limited: no key had room in time")
-            time.sleep(max(pause, 0.01))
+            # Jittered, so that the threads waiting for the same slot do not all ask at once.
+            time.sleep(min(max(float(wait), 0.01) * random.uniform(1.0, 1.5), 1.0, left))
 
     def release(self, lease: Lease, tokens_used: int | None = None) -> None:
         base = PREFIX + lease.key_id
         used = lease.tokens if tokens_used is None else tokens_used
-        self._release(keys=[base + ":inflight", base + ":inflight_low", base + ":tokens"],
+        sets = (":inflight", ":inflight_low", ":tokens", ":tokens_total")
+        self._release(keys=[base + suffix for suffix in sets],
                       args=[lease.request, lease.tokens, used])
 
     def cool_down(self, lease: Lease, seconds: float | None) -> None:
