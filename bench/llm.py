@@ -1,23 +1,28 @@
 """LLM throughput against its bound: pooled keys under global limits, 2 assess processes.
 
-    .venv/bin/python bench/llm.py [--scenario keys concurrency overload] [--seconds 122] [--warmup 61]
+    .venv/bin/python bench/llm.py [--scenario NAME ...] [--seconds 122] [--warmup 61]
 
 Each scenario starts its own redis-server, the project's LLM simulator (latency drawn
 uniformly from L_min..L_max, each key limited to R requests a minute, answering 429
 beyond it) and P real assess worker processes with T threads each, sharing K keys
-through the key pool. A feeder keeps `llm.high` full of real assess tasks. Over the
-window it reports verdicts per second against the bound
+through the key pool. A feeder sends real assess tasks. Over the window it reports
+verdicts per second against the bound for one group a call
 
     min(P * T / mean latency, K * R / 60)
 
 as a ratio, the requests the simulator refused as over a key's limit (429: a pool
-that holds the limits causes none), the simulator's concurrent peak and the assess
-processes' resident memory. A key-limited window should span whole minutes (the
-limit is per minute): the defaults are a 61 s warm-up and a 122 s window.
+that holds the limits causes none), the simulator's concurrent peak, the assess
+processes' resident memory and Redis's CPU. A key-limited window should span whole
+minutes (the limit is per minute): the defaults are a 61 s warm-up and a 122 s window.
 
-The `overload` scenario offers twice the bound at a steady rate, a fifth of it to
-`llm.high`, and reports the high-priority wait (queued by detect to sent to the LLM)
-p50 and p95, the low-priority work shed, and the deepest the queues got.
+keys, concurrency: llm.high kept full; the bound is the keys' rate, or the threads'.
+overload: twice the bound at a steady rate, a fifth of it to llm.high; the
+  high-priority wait (queued by detect to sent) p50 and p95, the low work shed and
+  the deepest the queues got.
+unbatched, batched: frames of 4 groups at 0.75 of the bound, one group a call and
+  up to 4 a call (LLM_BATCH_SIZE=4): calls, tokens per verdict and turnaround
+  (queued to verdict).
+batched-full: llm.high kept full, 4 groups a call: verdicts/s past the bound.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
@@ -39,7 +45,7 @@ from harness import CLI, ROOT, bench_env, cpu_seconds, free_port, process, redis
 
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
-from trafficrisk.workers.store import Store
+from trafficrisk.workers.store import Store, llm_turnarounds_key, llm_waits_key
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,14 @@ class Scenario:
     latency_max: float
     processes: int = 2
     threads: int = 100
-    overload: float = 0.0  # offered load, times the bound; 0: keep llm.high full
+    offered: float = 0.0  # offered load, times the bound, at a steady rate; 0: keep llm.high full
     high_share: float = 1.0  # of the offered load, the part sent to llm.high
     high_reserve: float = 0.1
     low_max_age_s: float = 30.0
+    frame_groups: int = 1  # groups offered together, as the groups of one frame
+    batch: int = 1  # LLM_BATCH_SIZE
+    batch_wait_ms: int = 200
+    pool: str = "threads"  # the assess workers' Celery pool
 
     @property
     def high_every(self) -> int:
@@ -63,6 +73,7 @@ class Scenario:
 
     @property
     def bound(self) -> float:
+        """Verdicts per second one group per call can reach: threads over latency, or the keys' rate."""
         mean_latency = (self.latency_min + self.latency_max) / 2
         return min(self.processes * self.threads / mean_latency, self.keys * self.rpm / 60)
 
@@ -72,10 +83,24 @@ SCENARIOS = {
     "keys": Scenario("keys", keys=4, rpm=120, latency_min=2, latency_max=4),
     # 40 keys at 6000 a minute: 4000/s of key room; 200 threads at 3 s mean give 66.7/s.
     "concurrency": Scenario("concurrency", keys=40, rpm=6000, latency_min=2, latency_max=4),
+    # The same with gevent's greenlets in place of threads; and 400 in flight in one process each way.
+    "concurrency-gevent": Scenario("concurrency-gevent", keys=40, rpm=6000, latency_min=2, latency_max=4,
+                                   pool="gevent"),
+    "one-process-400": Scenario("one-process-400", keys=40, rpm=6000, latency_min=2, latency_max=4,
+                                processes=1, threads=400),
+    "one-process-400-gevent": Scenario("one-process-400-gevent", keys=40, rpm=6000, latency_min=2,
+                                       latency_max=4, processes=1, threads=400, pool="gevent"),
     # Twice what the 4 keys allow, a fifth of it high priority (0.4 of the bound): half of
     # each key is reserved for it; low work older than 10 s is shed.
-    "overload": Scenario("overload", keys=4, rpm=120, latency_min=2, latency_max=4, overload=2.0,
+    "overload": Scenario("overload", keys=4, rpm=120, latency_min=2, latency_max=4, offered=2.0,
                          high_share=0.2, high_reserve=0.5, low_max_age_s=10),
+    # Frames of 4 groups at 0.75 of the keys' bound, one group a call, then 4 groups a call.
+    "unbatched": Scenario("unbatched", keys=4, rpm=120, latency_min=2, latency_max=4, offered=0.75,
+                          frame_groups=4),
+    "batched": Scenario("batched", keys=4, rpm=120, latency_min=2, latency_max=4, offered=0.75,
+                        frame_groups=4, batch=4),
+    # llm.high kept full with 4 groups a call: how far past the one-group-a-call bound.
+    "batched-full": Scenario("batched-full", keys=4, rpm=120, latency_min=2, latency_max=4, batch=4),
 }
 
 RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
@@ -95,15 +120,16 @@ def send(producer: Celery, crop_key: str, seq: int, high: bool) -> None:
 
 def feed(producer: Celery, client: redis.Redis, crop_key: str, scenario: Scenario,
          stop: threading.Event) -> None:
-    """Keep `llm.high` full, or offer `overload` times the bound at a steady rate."""
+    """Keep `llm.high` full, or offer `offered` times the bound at a steady rate, in frames."""
     seq, credit, last = 0, 0.0, time.monotonic()
     while not stop.is_set():
-        if scenario.overload <= 0:
+        if scenario.offered <= 0:
             wanted = 2 * scenario.processes * scenario.threads - int(client.llen(LLM_HIGH_QUEUE))
         else:
             now = time.monotonic()
-            credit += (now - last) * scenario.overload * scenario.bound
-            last, wanted = now, int(credit)
+            credit += (now - last) * scenario.offered * scenario.bound
+            last = now
+            wanted = int(credit // scenario.frame_groups) * scenario.frame_groups
             credit -= wanted
         for _ in range(max(0, wanted)):
             seq += 1
@@ -131,7 +157,8 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
                         llm_tpm_per_key="100000000", llm_concurrency=str(scenario.threads),
                         llm_concurrency_per_key="100000", llm_timeout_s="60", log_level="WARNING",
                         llm_cache_ttl_s="0", llm_high_reserve=str(scenario.high_reserve),
-                        llm_low_max_age_s=str(scenario.low_max_age_s))
+                        llm_low_max_age_s=str(scenario.low_max_age_s), llm_batch_size=str(scenario.batch),
+                        llm_batch_wait_ms=str(scenario.batch_wait_ms))
         producer = Celery("bench", broker=redis_url)
         producer.conf.update(task_serializer="json", accept_content=["json"], task_default_priority=5)
         stop = threading.Event()
@@ -141,7 +168,8 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
         with ExitStack() as running:
             running.enter_context(process(sim_args, env, workdir / f"sim-{scenario.name}.log"))
             _wait_http(f"http://127.0.0.1:{port}/v1/models")
-            procs = [running.enter_context(process([*CLI, "worker", "assess", "--name", f"assess{i}@%h"], env,
+            worker = [*CLI, "worker", "assess", "--pool", scenario.pool]
+            procs = [running.enter_context(process([*worker, "--name", f"assess{i}@%h"], env,
                                                    workdir / f"assess-{scenario.name}-{i}.log"))
                      for i in range(scenario.processes)]
             running.callback(stop.set)
@@ -149,27 +177,34 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
             time.sleep(warmup)
             store = Store(client)
             redis_pid = int(client.info("server")["process_id"])
-            before, high_before, started = store.llm_outcomes(), len(store.llm_waits(True)), time.monotonic()
-            redis_cpu = cpu_seconds(redis_pid)
+            client.delete(*(key(True) for key in (llm_waits_key, llm_turnarounds_key)))  # the window's only
+            before, calls_before = store.llm_outcomes(), _report(port)["requests"]
+            started, redis_cpu = time.monotonic(), cpu_seconds(redis_pid)
             sampler.start()
             time.sleep(seconds)
             after, elapsed = store.llm_outcomes(), time.monotonic() - started
             redis_cpu = (cpu_seconds(redis_pid) - redis_cpu) / elapsed
-            high_waits = store.llm_waits(True)[:len(store.llm_waits(True)) - high_before][::-1]
+            high_waits, turnarounds = sorted(store.llm_waits(True)), sorted(store.llm_turnarounds(True))
             rss = sum(rss_mib(p.pid) for p in procs)
-            report = requests.get(f"http://127.0.0.1:{port}/sim/report", timeout=10).json()
+            report = _report(port)
         producer.close()
         client.close()
-    done = {k: after.get(k, 0) - before.get(k, 0) for k in ("llm", "shed", "fallback")}
+    done = {k: after.get(k, 0) - before.get(k, 0) for k in ("llm", "shed", "fallback", "tokens")}
     rate = done["llm"] / elapsed
     return {"verdicts_per_s": rate, "bound": scenario.bound, "ratio": rate / scenario.bound,
             "over_limit": report["rejected_429"], "peak": report["concurrent_peak"], "rss_mib": rss,
-            "redis_cpu": redis_cpu,
+            "redis_cpu": redis_cpu, "calls_per_s": (report["requests"] - calls_before) / elapsed,
+            "tokens_per_verdict": done["tokens"] / max(done["llm"], 1),
             "shed_per_s": done["shed"] / elapsed, "fallback_per_s": done["fallback"] / elapsed,
-            "high_wait_p50": percentile(sorted(high_waits), 0.5),
-            "high_wait_p95": percentile(sorted(high_waits), 0.95),
-            "high_served_per_s": len(high_waits) / elapsed, "high_waits": high_waits,
+            "high_served_per_s": len(high_waits) / elapsed,
+            "high_wait_p50": percentile(high_waits, 0.5), "high_wait_p95": percentile(high_waits, 0.95),
+            "turnaround_p50": percentile(turnarounds, 0.5), "turnaround_p95": percentile(turnarounds, 0.95),
             "peak_high_queue": peaks.get(LLM_HIGH_QUEUE, 0), "peak_low_queue": peaks.get(LLM_LOW_QUEUE, 0)}
+
+
+def _report(port: int) -> dict[str, Any]:
+    report: dict[str, Any] = requests.get(f"http://127.0.0.1:{port}/sim/report", timeout=10).json()
+    return report
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -190,30 +225,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", nargs="+", choices=sorted(SCENARIOS),
-                        default=["keys", "concurrency", "overload"])
+                        default=list(SCENARIOS))
     parser.add_argument("--seconds", type=float, default=122.0)
     parser.add_argument("--warmup", type=float, default=61.0)
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {args.seconds:.0f} s window after {args.warmup:.0f} s warm-up")
-    print(f"{'scenario':>11} {'K':>3} {'R/min':>6} {'L s':>7} {'P x T':>7} {'verdicts/s':>10} {'bound':>7} "
+    print(f"{'scenario':>22} {'K':>3} {'R/min':>6} {'L s':>7} {'P x T':>7} {'verdicts/s':>10} {'bound':>7} "
           f"{'ratio':>6} {'429s':>5} {'peak':>5} {'rss MiB':>8} {'redis cpu':>9}")
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         for name in args.scenario:
             s = SCENARIOS[name]
             row = measure(s, args.seconds, args.warmup, Path(tmp))
-            print(f"{name:>11} {s.keys:>3} {s.rpm:>6} {f'{s.latency_min:g}-{s.latency_max:g}':>7} "
+            print(f"{name:>22} {s.keys:>3} {s.rpm:>6} {f'{s.latency_min:g}-{s.latency_max:g}':>7} "
                   f"{f'{s.processes}x{s.threads}':>7} {row['verdicts_per_s']:>10.2f} {row['bound']:>7.2f} "
                   f"{row['ratio']:>6.3f} {row['over_limit']:>5} {row['peak']:>5} {row['rss_mib']:>8.0f} "
                   f"{row['redis_cpu']:>9.1%}",
                   flush=True)
-            if s.overload:
-                print(f"{'':>11} offered {s.overload:g}x the bound, {s.high_share:.0%} high: high served "
-                      f"{row['high_served_per_s']:.2f}/s, wait p50 {row['high_wait_p50']:.2f} s, "
-                      f"p95 {row['high_wait_p95']:.2f} s; low shed {row['shed_per_s']:.2f}/s, "
-                      f"other fallbacks {row['fallback_per_s']:.2f}/s; peak queues high "
-                      f"{row['peak_high_queue']}, low {row['peak_low_queue']}", flush=True)
+            print(f"{'':>22} {describe(s, row)}", flush=True)
 
+
+def describe(s: Scenario, row: dict[str, float]) -> str:
+    calls = (f"{row['calls_per_s']:.2f} calls/s for {row['verdicts_per_s']:.2f} verdicts/s "
+             f"({s.batch} group{'s' if s.batch > 1 else ''} a call at most), "
+             f"{row['tokens_per_verdict']:.0f} tokens a verdict")
+    if s.offered <= 0:
+        return calls
+    offered = (f"offered {s.offered:g}x the bound in frames of {s.frame_groups}, {s.high_share:.0%} high: "
+               f"high served {row['high_served_per_s']:.2f}/s, wait p50 {row['high_wait_p50']:.2f} s, "
+               f"p95 {row['high_wait_p95']:.2f} s; turnaround p50 {row['turnaround_p50']:.2f} s, "
+               f"p95 {row['turnaround_p95']:.2f} s")
+    if s.high_share < 1:
+        offered += (f"; low shed {row['shed_per_s']:.2f}/s, other fallbacks {row['fallback_per_s']:.2f}/s; "
+                    f"peak queues high {row['peak_high_queue']}, low {row['peak_low_queue']}")
+    return f"{offered}\n{'':>22} {calls}"
 
 if __name__ == "__main__":
     main()

@@ -73,6 +73,16 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Any]:
+    """A client of the session's Redis, empty at the start of the test."""
+    import redis
+
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
 class LlmSim:
     """The project's LLM simulator as a real subprocess on a free port."""
 
@@ -89,8 +99,8 @@ class LlmSim:
         self.url = line.split()[1]
         self.base = self.url.removesuffix("/v1")
 
-    def configure(self, **changes: float) -> None:
-        defaults = {"error_rate": 0.0, "timeout_rate": 0.0, "malformed_rate": 0.0}
+    def configure(self, **changes: float | str) -> None:
+        defaults = {"error_rate": 0.0, "timeout_rate": 0.0, "malformed_rate": 0.0, "reason": ""}
         response = requests.post(f"{self.base}/sim/config", json={**defaults, **changes}, timeout=10)
         response.raise_for_status()
 

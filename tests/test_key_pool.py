@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -19,14 +18,6 @@ from trafficrisk.workers.store import Store
 
 KEYS = ["sk-test-aaaa1111", "sk-test-bbbb2222"]
 CROP = (DATA / "dog.jpg").read_bytes()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushall()
-    yield connection
-    connection.close()
 
 
 def take(pool: KeyPool, count: int, *, high: bool = False, tokens: int = 100) -> int:
@@ -208,9 +199,10 @@ def test_outcomes_and_billed_tokens_are_counted(client: redis.Redis) -> None:
         store.count_llm_outcome(outcome, tokens)
     assert store.llm_outcomes() == {"llm": 2, "tokens": 750, "shed": 1, "fallback": 1}
     for wait in (0.5, 1.5):
-        store.record_llm_wait(True, wait)
-    store.record_llm_wait(False, 9.0)
+        store.record_llm_timing(True, wait, wait + 3)
+    store.record_llm_timing(False, 9.0, 11.0)
     assert (store.llm_waits(True), store.llm_waits(False)) == ([1.5, 0.5], [9.0])
+    assert (store.llm_turnarounds(True), store.llm_turnarounds(False)) == ([4.5, 3.5], [11.0])
 
 
 @pytest.mark.timeout(15)  # the call's own timeout is 120 s: only the low-priority bound ends it sooner

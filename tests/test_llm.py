@@ -291,6 +291,7 @@ def test_simulated_latency_follows_its_distribution(distribution: str, images: i
 @pytest.mark.parametrize(("changes", "error"), [
     ({"latency_distribution": "gaussian"}, "latency_distribution must be one of uniform, lognormal"),
     ({"latency_mean": 3}, "unknown setting 'latency_mean'"),
+    ({"risk_level": "severe"}, "risk_level must be one of none, low, medium, high"),
 ])
 def test_bad_simulator_settings_are_refused(changes: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -40,14 +39,6 @@ def group(ttc_s: float | None = 2.0, labels: tuple[str, ...] = ("person", "car")
     pair = PairMeasure(first=0, second=1, unit="px", distance=240, closing_speed=100, ttc_s=ttc_s)
     return Group(group_id="g0", members=(0, 1), labels=labels, box=Box(x1=0, y1=0, x2=9, y2=9), prescore=0.5,
                  rules_verdict=RULES, pairs=(pair,))
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushall()
-    yield connection
-    connection.close()
 
 
 @pytest.mark.parametrize(
@@ -89,6 +80,16 @@ def test_lookup(client: redis.Redis, camera: str, looked_up: Group, crop: bytes,
     if found is not None:
         assert found.source is VerdictSource.CACHE
         assert (found.risk_level, found.reason) == (LLM.risk_level, LLM.reason)
+
+
+@pytest.mark.parametrize(("age_s", "hit"), [(59.0, True), (61.0, False)])
+def test_entries_are_answered_within_the_ttl_of_the_clock(client: redis.Redis, age_s: float,
+                                                          hit: bool) -> None:
+    now = [5000.0]
+    cache = SceneCache(client, ttl_s=60, clock=lambda: now[0])
+    cache.store("cam1", group(), jpeg(DOG), LLM)
+    now[0] += age_s
+    assert (cache.lookup("cam1", group(), jpeg(DOG)) is not None) is hit
 
 
 def test_entries_expire_and_stay_bounded(client: redis.Redis) -> None:

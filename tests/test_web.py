@@ -199,3 +199,18 @@ def test_metrics_report_dropped_frames(client: FlaskClient, store: Store) -> Non
     text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
     assert 'frames_dropped_total{reason="backpressure"} 3.0' in text
     assert 'frames_dropped_total{reason="expired"} 1.0' in text
+
+
+def test_metrics_report_llm_outcomes_tokens_and_latency(client: FlaskClient, store: Store) -> None:
+    for outcome, tokens in [("llm", 400), ("llm", 350), ("cache", 0), ("shed", 0)]:
+        store.count_llm_outcome(outcome, tokens)
+    for turnaround in (1.0, 2.0, 3.0, 9.0):
+        store.record_llm_timing(True, 0.1, turnaround)
+    text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    for line in ('llm_requests_total{outcome="llm"} 2.0', 'llm_requests_total{outcome="fallback"} 0.0',
+                 'llm_requests_total{outcome="shed"} 1.0', "llm_cache_hits_total 1.0",
+                 "llm_tokens_total 750.0",
+                 'llm_latency_seconds{priority="high",quantile="0.5"} 3.0',
+                 'llm_latency_seconds{priority="high",quantile="0.95"} 9.0'):
+        assert line in text
+    assert 'priority="low"' not in text  # no low-priority assessments yet: no figure, rather than a 0

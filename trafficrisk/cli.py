@@ -44,8 +44,11 @@ def run_capture(settings: Settings) -> None:
         service.run(stop)
 
 
-def worker_command(role: str, settings: Settings, name: str | None = None) -> list[str]:
+def worker_command(role: str, settings: Settings, name: str | None = None,
+                   pool: str | None = None) -> list[str]:
     options = list(WORKER_ROLES[role])
+    if pool is not None:  # gevent: greenlets instead of threads, for assess (see docs/benchmarks.md)
+        options[options.index("-P") + 1] = pool
     if role == "assess":
         options += ["-c", str(settings.llm_concurrency)]
     if role == "detect":  # two threads per batch slot: one batch fills while the last runs
@@ -111,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("role", choices=sorted(WORKER_ROLES))
     worker.add_argument("--name", help="node name, for several workers of a role on one machine "
                                        "(default ROLE@%%h)")
+    worker.add_argument("--pool", choices=["threads", "gevent"],
+                        help="the Celery pool (default threads; gevent needs the gevent package)")
     export = commands.add_parser("export", help="export the YOLO model (TRAFFICRISK_MODEL) to run faster")
     export.add_argument("--format", default="onnx", choices=["onnx", "openvino", "engine"],
                         help="onnx or openvino for CPUs, engine (TensorRT) for NVIDIA GPUs")
@@ -159,7 +164,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "export":
         export_model_command(settings, args.format)
     elif args.command == "worker":
-        command = worker_command(args.role, settings, args.name)
+        command = worker_command(args.role, settings, args.name, args.pool)
         os.execv(command[0], command)
 
 

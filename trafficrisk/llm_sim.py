@@ -37,6 +37,7 @@ TOKENS_PER_IMAGE = 85
 
 
 LATENCY_DISTRIBUTIONS = ("uniform", "lognormal")
+LEVELS = tuple(level.value for level in RiskLevel)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class SimConfig:
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
     hang_s: float = 600.0
+    reason: str = ""  # given: every verdict's reason, as a hostile model might write it
+    risk_level: str = ""  # given: every verdict's risk level
     rpm_per_key: float = 0.0  # 0: no limit; else requests over it get 429 with Retry-After
     retry_after_s: float = 5.0
 
@@ -61,6 +64,8 @@ class SimConfig:
             raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
         for name, value in changes.items():
             setattr(self, name, type(getattr(self, name))(value))
+        if self.risk_level and self.risk_level not in LEVELS:
+            raise ValueError(f"risk_level must be one of {', '.join(LEVELS)}")
         if self.latency_distribution not in LATENCY_DISTRIBUTIONS:
             raise ValueError(f"latency_distribution must be one of {', '.join(LATENCY_DISTRIBUTIONS)}")
 
@@ -105,23 +110,28 @@ def mask_key(authorization: str) -> str:
     return f"...{key[-4:]}" if key else "(none)"
 
 
-def verdict_for(text: str) -> Verdict:
-    """A plausible, deterministic verdict: the rules pre-score sets the level."""
+def verdict_for(text: str, config: SimConfig | None = None) -> Verdict:
+    """A plausible, deterministic verdict: the rules pre-score sets the level, unless the
+    config sets it; the config's reason, if any, stands in for the model's (tests put
+    hostile text there)."""
     match = _PRESCORE.search(text)
     score = float(match.group(1)) if match else 0.0
     level = next((lvl for floor, lvl in ((0.6, RiskLevel.HIGH), (0.4, RiskLevel.MEDIUM), (0.2, RiskLevel.LOW))
                   if score >= floor), RiskLevel.NONE)
-    return Verdict(risk_level=level, risk_type="simulated interaction", confidence=0.8,
-                   reason=f"simulated verdict for pre-score {score:.2f}")
+    config = config or SimConfig()
+    return Verdict(risk_level=RiskLevel(config.risk_level) if config.risk_level else level,
+                   risk_type="simulated interaction", confidence=0.8,
+                   reason=config.reason or f"simulated verdict for pre-score {score:.2f}")
 
 
-def answer_for(text: str) -> str:
+def answer_for(text: str, config: SimConfig | None = None) -> str:
     """The reply's content: one verdict, or for a batch ("Group k:" sections) one per group."""
     sections = _GROUP.split(text)
     if len(sections) == 1:
-        return verdict_for(text).model_dump_json(exclude={"source"})
+        return verdict_for(text, config).model_dump_json(exclude={"source"})
     numbers, texts = sections[1::2], sections[2::2]
-    verdicts = [{"group": int(number), **verdict_for(section).model_dump(mode="json", exclude={"source"})}
+    verdicts = [{"group": int(number), **verdict_for(section, config).model_dump(mode="json",
+                                                                                  exclude={"source"})}
                 for number, section in zip(numbers, texts, strict=True)]
     return json.dumps({"verdicts": verdicts})
 
@@ -222,7 +232,7 @@ class Simulator:
             await asyncio.sleep(config.hang_s)
             return web.json_response({"error": {"message": "simulated hang ended"}}, status=504)
         draw -= config.timeout_rate
-        content = answer_for(text)
+        content = answer_for(text, config)
         if draw < config.malformed_rate:
             self.report.malformed += 1
             content = "Sure! Here is my assessment: the risk is " + content[:20]
@@ -272,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--latency-distribution", choices=LATENCY_DISTRIBUTIONS,
                         default=defaults.latency_distribution)
+    parser.add_argument("--reason", default="", help="every verdict's reason (for tests of hostile replies)")
+    parser.add_argument("--risk-level", default="", choices=["", *LEVELS], help="every verdict's risk level")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--refuse-keys", default="", help="comma-separated keys answered with 401")
     args = parser.parse_args(argv)

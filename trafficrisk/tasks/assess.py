@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -48,5 +49,5 @@ def assess_group(request: dict[str, Any]) -> dict[str, Any]:
     store = get_store()
     store.count_llm_outcome(assessment.outcome, assessment.tokens)
     if assessment.outcome == "llm":
-        store.record_llm_wait(parsed.high_priority, assessment.wait_s)
+        store.record_llm_timing(parsed.high_priority, assessment.wait_s, time.time() - parsed.queued_at)
     return assessment.to_wire()

@@ -53,6 +53,28 @@ class FleetCollector:
                                 value=sum(1 for s in statuses if s.state is CameraState.ONLINE))
         yield GaugeMetricFamily("cameras_configured", "Cameras configured",
                                 value=len(self.store.list_cameras()))
+        yield from self.collect_llm()
+
+    def collect_llm(self) -> Iterator[Metric]:
+        outcomes = self.store.llm_outcomes()
+        requests = CounterMetricFamily("llm_requests", "Groups assessed, by outcome: llm (answered), cache, "
+                                       "fallback (failed), shed (too old for llm.low)", labels=["outcome"])
+        for outcome in ("llm", "cache", "fallback", "shed"):
+            requests.add_metric([outcome], outcomes.get(outcome, 0))
+        yield requests
+        yield CounterMetricFamily("llm_cache_hits", "Groups answered from the scene cache",
+                                  value=outcomes.get("cache", 0))
+        yield CounterMetricFamily("llm_tokens", "Tokens billed by the LLM provider",
+                                  value=outcomes.get("tokens", 0))
+        latency = GaugeMetricFamily("llm_latency_seconds", "Queued by detect to verdict, over the latest "
+                                    "assessments", labels=["priority", "quantile"])
+        for high in (True, False):
+            turnarounds = sorted(self.store.llm_turnarounds(high))
+            for quantile in (0.5, 0.95):
+                if turnarounds:
+                    value = turnarounds[min(len(turnarounds) - 1, int(quantile * len(turnarounds)))]
+                    latency.add_metric(["high" if high else "low", str(quantile)], value)
+        yield latency
 
 
 @blueprint.get("/metrics")

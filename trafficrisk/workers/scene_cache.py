@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -52,9 +53,10 @@ def geometry_signature(group: Group) -> str:
 
 
 class SceneCache:
-    def __init__(self, client: Any, ttl_s: float) -> None:
+    def __init__(self, client: Any, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.ttl_s = ttl_s
+        self.clock = clock  # wall-clock seconds; a benchmark replaying video gives video time
 
     def _key(self, camera_id: str, group: Group) -> str:
         return f"{PREFIX}{camera_id}:{geometry_signature(group)}"
@@ -64,7 +66,7 @@ class SceneCache:
         fingerprint = difference_hash(crop)
         if fingerprint is None or self.ttl_s <= 0:
             return None
-        now = time.time()
+        now = self.clock()
         best: tuple[int, Verdict] | None = None
         for raw_hash, raw in self.client.hgetall(self._key(camera_id, group)).items():
             entry = json.loads(raw)
@@ -79,7 +81,7 @@ class SceneCache:
         if fingerprint is None or self.ttl_s <= 0:
             return
         key = self._key(camera_id, group)
-        entry = json.dumps({"at": time.time(), "verdict": verdict.to_wire()})
+        entry = json.dumps({"at": self.clock(), "verdict": verdict.to_wire()})
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(key, str(fingerprint), entry)
             pipe.expire(key, int(self.ttl_s) + 1)

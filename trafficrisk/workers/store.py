@@ -19,7 +19,7 @@ ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
-LLM_WAITS_KEPT = 10_000
+LLM_TIMINGS_KEPT = 10_000
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
 TRACKS_TTL_S = 60
 
@@ -80,6 +80,10 @@ def tracks_key(camera_id: str) -> str:
 
 def llm_waits_key(high_priority: bool) -> str:
     return f"{PREFIX}llm_waits:{'high' if high_priority else 'low'}"
+
+
+def llm_turnarounds_key(high_priority: bool) -> str:
+    return f"{PREFIX}llm_turnarounds:{'high' if high_priority else 'low'}"
 
 
 def latest_key(camera_id: str) -> str:
@@ -146,16 +150,23 @@ class Store:
                 pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
             pipe.execute()
 
-    def record_llm_wait(self, high_priority: bool, wait_s: float) -> None:
-        """The latest waits (queued to sent) per priority, for the dashboard and benchmarks."""
-        key = llm_waits_key(high_priority)
+    def record_llm_timing(self, high_priority: bool, wait_s: float, turnaround_s: float) -> None:
+        """The latest LLM timings per priority, for the dashboard and benchmarks: the wait
+        (queued by detect to sent to the LLM) and the turnaround (queued to verdict)."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, round(wait_s, 4))
-            pipe.ltrim(key, 0, LLM_WAITS_KEPT - 1)
+            for key, value in ((llm_waits_key(high_priority), wait_s),
+                               (llm_turnarounds_key(high_priority), turnaround_s)):
+                pipe.lpush(key, round(value, 4))
+                pipe.ltrim(key, 0, LLM_TIMINGS_KEPT - 1)
             pipe.execute()
 
     def llm_waits(self, high_priority: bool) -> list[float]:
+        """Newest first."""
         return [float(v) for v in self.client.lrange(llm_waits_key(high_priority), 0, -1)]
+
+    def llm_turnarounds(self, high_priority: bool) -> list[float]:
+        """Newest first."""
+        return [float(v) for v in self.client.lrange(llm_turnarounds_key(high_priority), 0, -1)]
 
     def llm_outcomes(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(LLM_OUTCOMES_KEY).items()}
