@@ -21,7 +21,8 @@ overload: twice the bound at a steady rate, a fifth of it to llm.high; the
   the deepest the queues got.
 unbatched, batched: frames of 4 groups at 0.75 of the bound, one group a call and
   up to 4 a call (LLM_BATCH_SIZE=4): calls, tokens per verdict and turnaround
-  (queued to verdict).
+  (queued to verdict); batched-one-process: the same with one process of 200 threads.
+concurrency-gevent, one-process-400[-gevent]: the assess pool, threads or gevent.
 batched-full: llm.high kept full, 4 groups a call: verdicts/s past the bound.
 """
 
@@ -99,6 +100,9 @@ SCENARIOS = {
                           frame_groups=4),
     "batched": Scenario("batched", keys=4, rpm=120, latency_min=2, latency_max=4, offered=0.75,
                         frame_groups=4, batch=4),
+    # Batches form per process: with one process, a frame's 4 groups are never split.
+    "batched-one-process": Scenario("batched-one-process", keys=4, rpm=120, latency_min=2, latency_max=4,
+                                    offered=0.75, frame_groups=4, batch=4, processes=1, threads=200),
     # llm.high kept full with 4 groups a call: how far past the one-group-a-call bound.
     "batched-full": Scenario("batched-full", keys=4, rpm=120, latency_min=2, latency_max=4, batch=4),
 }

@@ -63,8 +63,10 @@ class SceneCache:
 
     def lookup(self, camera_id: str, group: Group, crop: bytes) -> Verdict | None:
         """A verdict for a scene like this one on this camera, marked `source=cache`."""
+        if self.ttl_s <= 0:
+            return None
         fingerprint = difference_hash(crop)
-        if fingerprint is None or self.ttl_s <= 0:
+        if fingerprint is None:
             return None
         now = self.clock()
         best: tuple[int, Verdict] | None = None
@@ -77,8 +79,10 @@ class SceneCache:
         return best[1].model_copy(update={"source": VerdictSource.CACHE}) if best else None
 
     def store(self, camera_id: str, group: Group, crop: bytes, verdict: Verdict) -> None:
+        if self.ttl_s <= 0:
+            return
         fingerprint = difference_hash(crop)
-        if fingerprint is None or self.ttl_s <= 0:
+        if fingerprint is None:
             return
         key = self._key(camera_id, group)
         entry = json.dumps({"at": self.clock(), "verdict": verdict.to_wire()})
