@@ -274,16 +274,19 @@ class LlmClient:
 
     def _complete(self, body: dict[str, Any], tokens: int, high: bool,
                   key_wait_s: float | None) -> tuple[str, dict[str, Any], float]:
-        """The reply's text and usage, and when it was sent, trying keys while time is left."""
-        deadline = time.monotonic() + self.timeout_s
-        key_deadline = deadline if key_wait_s is None else min(deadline, time.monotonic() + key_wait_s)
+        """The reply's text and usage, and when it was sent, trying keys while time is left.
+
+        The wait for a key and the call have a timeout each: a call that waited long for
+        a key still gets its whole timeout, rather than going out with a moment left.
+        """
+        key_deadline = time.monotonic() + (self.timeout_s if key_wait_s is None else key_wait_s)
         for _ in range(MAX_KEY_ATTEMPTS):
             lease = self._lease(tokens, high, key_deadline)
             headers = {"Authorization": f"Bearer {lease.key}"} if lease else {}
             used: int | None = None
             try:
                 sent_at = time.time()
-                response = self._post(body, headers, deadline)
+                response = self._post(body, headers, time.monotonic() + self.timeout_s)
                 if lease is not None and self._refused(response, lease):
                     continue
                 content, usage = self._content(response)
