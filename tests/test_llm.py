@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -296,3 +297,22 @@ def test_simulated_latency_follows_its_distribution(distribution: str, images: i
 def test_bad_simulator_settings_are_refused(changes: dict[str, object], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         SimConfig().update(changes)
+
+
+@pytest.mark.parametrize(("at_once", "rounds", "connections"), [(1, 5, 1), (8, 1, 8), (8, 3, 8)])
+def test_connections_are_reused_and_as_many_as_calls_at_once(llm_sim: LlmSim, pool: KeyPool, at_once: int,
+                                                             rounds: int, connections: int) -> None:
+    """Each round runs on new threads, as gevent runs each task on a new greenlet."""
+    llm_sim.configure()
+    with client(llm_sim, pool) as llm:
+        for _ in range(rounds):
+            start = threading.Barrier(at_once)
+
+            def call(_: int, start: threading.Barrier = start) -> None:
+                start.wait()
+                llm.assess(CROP, "context")
+
+            with ThreadPoolExecutor(at_once) as threads:
+                list(threads.map(call, range(at_once)))
+        assert llm.idle_connections == connections
+    assert llm.idle_connections == 0  # closed
