@@ -281,8 +281,10 @@ class LlmClient:
 
         The wait for a key and the call have a timeout each: a call that waited long for
         a key still gets its whole timeout, rather than going out with a moment left.
+        The wait is at most the timeout too, and `key_wait_s` if shorter.
         """
-        key_deadline = time.monotonic() + (self.timeout_s if key_wait_s is None else key_wait_s)
+        wait_s = self.timeout_s if key_wait_s is None else min(key_wait_s, self.timeout_s)
+        key_deadline = time.monotonic() + wait_s
         for _ in range(MAX_KEY_ATTEMPTS):
             lease = self._lease(tokens, high, key_deadline)
             headers = {"Authorization": f"Bearer {lease.key}"} if lease else {}
