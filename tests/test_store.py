@@ -39,6 +39,26 @@ def test_latest_never_moves_back(store: Store, arrival: list[int], latest: int) 
     assert found is not None and found.seq == latest
 
 
+@pytest.mark.parametrize(
+    "arrival",
+    [
+        [1, 2, 3, 4, 5],
+        [3, 1, 2, 5, 4],  # finished out of order
+        [1, 2, 2, 3, 4, 5, 5],  # redelivered
+        [5, 3, 5, 1, 4, 2, 3, 1],  # both
+    ],
+)
+def test_results_out_of_order_and_twice_are_as_if_once_in_order(store: Store, arrival: list[int]) -> None:
+    became_latest = [store.save_result(result(seq)) for seq in arrival]
+    latest = store.latest("cam")
+    assert latest is not None and latest.seq == 5
+    assert [r.seq for r in store.history("cam")] == [5, 4, 3, 2, 1]
+    seen: set[int] = set()
+    for seq, became in zip(arrival, became_latest, strict=True):  # only a new, newest frame moves latest
+        assert became == (seq not in seen and seq > max(seen, default=0))
+        seen.add(seq)
+
+
 def test_history_is_capped_and_newest_first(store: Store) -> None:
     for seq in range(300):
         store.save_result(result(seq))

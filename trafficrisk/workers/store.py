@@ -50,7 +50,14 @@ return seqs
 
 # Replace the latest result only with a newer frame of the same camera, atomically,
 # so that results finishing out of order never move "latest" backwards.
-_SET_IF_NEWER = """
+# A frame's result, once: a redelivered aggregate task (same frame id) changes nothing.
+# KEYS: latest, history stream, saved frames. ARGV: seq, result, frame id, history
+# length, saved frames kept. Returns 1 when it became the camera's latest, 0 when a
+# newer one is there, -1 for a redelivery.
+_SAVE_RESULT = """
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[3]) == 0 then return -1 end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'seq', ARGV[1], 'result', ARGV[2])
 local current = redis.call('HGET', KEYS[1], 'seq')
 if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'result', ARGV[2])
@@ -94,6 +101,10 @@ def history_key(camera_id: str) -> str:
     return f"{PREFIX}history:{camera_id}"
 
 
+def saved_key(camera_id: str) -> str:
+    return f"{PREFIX}saved:{camera_id}"
+
+
 class Store:
     def __init__(self, client: Any, *, frame_ttl_s: int = 120, history_length: int = 1000,
                  alerts_length: int = 5000) -> None:
@@ -101,7 +112,7 @@ class Store:
         self.frame_ttl_s = frame_ttl_s
         self.history_length = history_length
         self.alerts_length = alerts_length
-        self._set_if_newer = client.register_script(_SET_IF_NEWER)
+        self._save_result = client.register_script(_SAVE_RESULT)
         self._reserve = client.register_script(_RESERVE)
 
     # Frames and crops: short-lived JPEG blobs that only their key travels for.
@@ -242,21 +253,25 @@ class Store:
 
     # Results: latest per camera, a capped history stream, alerts.
     def save_result(self, result: FrameResult) -> bool:
-        """Store a result; True when it became the camera's latest."""
-        payload = result.model_dump_json()
-        became_latest = bool(self._set_if_newer(keys=[latest_key(result.camera_id)],
-                                                args=[result.seq, payload]))
-        self.client.xadd(history_key(result.camera_id), {"result": payload},
-                         maxlen=self.history_length, approximate=True)
-        return became_latest
+        """Store a result once; True when it became the camera's latest.
+
+        The latest never goes back to an older frame, and a frame saved before (among
+        the camera's last 4 x history length) is not saved again.
+        """
+        keys = [latest_key(result.camera_id), history_key(result.camera_id), saved_key(result.camera_id)]
+        outcome = self._save_result(keys=keys, args=[result.seq, result.model_dump_json(), result.frame_id,
+                                                     self.history_length, 4 * self.history_length])
+        return int(outcome) == 1
 
     def latest(self, camera_id: str) -> FrameResult | None:
         raw = self.client.hget(latest_key(camera_id), "result")
         return FrameResult.from_wire(raw) if raw else None
 
     def history(self, camera_id: str, count: int = 50) -> list[FrameResult]:
+        """The camera's latest results, newest frame first, whatever order they finished in."""
         entries = self.client.xrevrange(history_key(camera_id), count=count)
-        return [FrameResult.from_wire(fields[b"result"]) for _, fields in entries]
+        results = [FrameResult.from_wire(fields[b"result"]) for _, fields in entries]
+        return sorted(results, key=lambda result: result.seq, reverse=True)
 
     def add_alert(self, alert: Alert) -> bool:
         """Store an alert; False when that very alert was already there (a redelivery)."""
