@@ -273,16 +273,28 @@ class FrameResult(Message):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
+class AlertState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
 class Alert(Message):
+    """A pattern matched on a camera: what an operator reviews, acknowledges and resolves."""
+
     alert_id: str
     camera_id: str
-    frame_id: str
-    created_at: float
+    frame_id: str  # the frame that completed the match: its evidence
+    created_at: float  # that frame's capture time (event time)
     risk_level: RiskLevel
     risk_type: str
     reason: str
     source: VerdictSource
-    group_id: str
+    group_id: str = ""  # the group the evidence crop shows; empty for a whole-frame pattern
+    pattern: str = "risky-group"
+    state: AlertState = AlertState.OPEN
+    updated_at: float = 0.0  # wall clock of the last change of state
+    evidence: tuple[Literal["frame", "crop", "clip"], ...] = ()  # what the API can serve
 
 
 class CameraStatus(Message):

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     history_length: int = Field(1000, gt=0)
     alerts_length: int = Field(5000, gt=0)
     alert_level: str = Field("high", pattern="^(low|medium|high)$")
+    # Temporal patterns that raise alerts (YAML); unset: the built-in ones (docs/patterns.md).
+    patterns_file: Path | None = None
+    # Results may arrive this late (event time) and still count in their minute and patterns.
+    lateness_s: float = Field(10.0, ge=0, le=300)
+    stats_retention_s: int = Field(7 * 86400, gt=0)
+    # An alert's frame, crop and clip (the seconds around it) are kept this long.
+    evidence_retention_s: int = Field(7 * 86400, gt=0)
+    clip_before_s: float = Field(3.0, ge=0, le=30)
+    clip_after_s: float = Field(3.0, ge=0, le=30)
+    # Every alert change is POSTed to each URL, signed with HMAC-SHA256 of the secret.
+    webhook_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(6, ge=1, le=20)
+    webhook_timeout_s: float = Field(5.0, gt=0)
     result_expires_s: int = Field(3600, gt=0)
     visibility_timeout_s: int = Field(7200, gt=0)
     camera_sync_s: float = Field(2.0, gt=0)
@@ -85,12 +99,20 @@ class Settings(BaseSettings):
     burst_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
 
-    @field_validator("llm_api_keys", mode="before")
+    @field_validator("llm_api_keys", "webhook_urls", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URLs must start with http:// or https://, got {url!r}")
+        return urls
 
     @field_validator("llm_base_url", mode="before")
     @classmethod
@@ -102,7 +124,7 @@ class Settings(BaseSettings):
         return self.llm_base_url is not None
 
 
-SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key"})
+SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key", "webhook_secret"})
 
 
 def _env_name(field: str) -> str:

@@ -19,6 +19,7 @@ ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
+WEBHOOKS_KEY = PREFIX + "webhooks"
 LLM_TIMINGS_KEPT = 10_000
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
 TRACKS_TTL_S = 60
@@ -160,6 +161,13 @@ class Store:
             if tokens:
                 pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
             pipe.execute()
+
+    def count_webhook(self, outcome: str) -> None:
+        """A webhook delivery's outcome: `delivered`, `retried` or `failed` (gave up)."""
+        self.client.hincrby(WEBHOOKS_KEY, outcome, 1)
+
+    def webhooks(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(WEBHOOKS_KEY).items()}
 
     def record_llm_timing(self, high_priority: bool, wait_s: float, turnaround_s: float) -> None:
         """The latest LLM timings per priority, for the dashboard and benchmarks: the wait
