@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_max_attempts: int = Field(6, ge=1, le=20)
     webhook_timeout_s: float = Field(5.0, gt=0)
+    # The longest wait between tries (waits double from 1 s; a receiver's Retry-After counts too).
+    webhook_backoff_max_s: float = Field(60.0, gt=0, le=3600)
     result_expires_s: int = Field(3600, gt=0)
     visibility_timeout_s: int = Field(7200, gt=0)
     camera_sync_s: float = Field(2.0, gt=0)

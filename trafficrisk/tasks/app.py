@@ -4,6 +4,7 @@ from celery import Celery
 
 app = Celery(
     "trafficrisk",
-    include=["trafficrisk.tasks.detect", "trafficrisk.tasks.assess", "trafficrisk.tasks.aggregate"],
+    include=["trafficrisk.tasks.detect", "trafficrisk.tasks.assess", "trafficrisk.tasks.aggregate",
+             "trafficrisk.tasks.webhook"],
 )
 app.config_from_object("trafficrisk.celeryconfig")
