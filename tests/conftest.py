@@ -74,6 +74,18 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def producer(redis_url: str) -> Iterator[Any]:
+    """A Celery app that only sends tasks (by name, JSON) to the session's Redis."""
+    from celery import Celery
+
+    app = Celery("producer", broker=redis_url, backend=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
+                    task_default_priority=5)
+    yield app
+    app.close()
+
+
+@pytest.fixture
 def client(redis_url: str) -> Iterator[Any]:
     """A client of the session's Redis, empty at the start of the test."""
     import redis

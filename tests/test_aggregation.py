@@ -1,4 +1,4 @@
-"""Merging assessments into a frame's result, and the alerts that follow."""
+"""Merging assessments into a frame's result."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from trafficrisk.messages import (
     Verdict,
     VerdictSource,
 )
-from trafficrisk.workers.aggregation import alerts_for, merge_assessments
+from trafficrisk.workers.aggregation import merge_assessments
 
 
 def verdict(level: RiskLevel, source: VerdictSource = VerdictSource.RULES) -> Verdict:
@@ -55,19 +55,3 @@ def test_merge_assessments(rules_levels: list[RiskLevel], assessed: dict[str, Ri
     assert merged.risk_level is frame_level
     assert merged.timings["total_s"] > 0
     assert ("llm_s" in merged.timings) is bool(assessments)
-
-
-@pytest.mark.parametrize(
-    ("levels", "threshold", "alerted"),
-    [
-        ([RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW], RiskLevel.HIGH, ["g0"]),
-        ([RiskLevel.HIGH, RiskLevel.MEDIUM, RiskLevel.LOW], RiskLevel.MEDIUM, ["g0", "g1"]),
-        ([RiskLevel.NONE], RiskLevel.LOW, []),
-    ],
-)
-def test_alerts_for(levels: list[RiskLevel], threshold: RiskLevel, alerted: list[str]) -> None:
-    result = draft(*(group(f"g{i}", level) for i, level in enumerate(levels)))
-    alerts = alerts_for(result, threshold)
-    assert [a.group_id for a in alerts] == alerted
-    assert [a.alert_id for a in alerts] == [f"cam:7:{g}" for g in alerted]
-    assert alerts_for(result, threshold) == alerts  # a redelivery yields the very same alerts

@@ -6,11 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import redis
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -28,16 +25,6 @@ def request(n: int, high: bool) -> dict[str, object]:
     frame = FrameRef(camera_id="c", seq=n, captured_at=time.time(), frame_key="k", width=64, height=48)
     return AssessRequest(frame=frame, group=group, crop_key="missing", high_priority=high,
                          queued_at=time.time()).to_wire()
-
-
-@pytest.fixture
-def producer(redis_url: str) -> Iterator[Celery]:
-    redis.Redis.from_url(redis_url).flushall()
-    app = Celery("producer", broker=redis_url, backend=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
-                    task_default_priority=5)
-    yield app
-    app.close()
 
 
 def test_high_priority_work_is_served_first(producer: Celery, redis_url: str, tmp_path: Path) -> None:

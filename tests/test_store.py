@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from trafficrisk.messages import Alert, Camera, CameraState, CameraStatus, FrameResult, RiskLevel
+from trafficrisk.messages import Alert, AlertState, Camera, CameraState, CameraStatus, FrameResult, RiskLevel
 from trafficrisk.workers.store import Store
 
 
@@ -49,7 +49,7 @@ def test_latest_never_moves_back(store: Store, arrival: list[int], latest: int) 
     ],
 )
 def test_results_out_of_order_and_twice_are_as_if_once_in_order(store: Store, arrival: list[int]) -> None:
-    became_latest = [store.save_result(result(seq)) for seq in arrival]
+    became_latest = [store.save_result(result(seq)).is_latest for seq in arrival]
     latest = store.latest("cam")
     assert latest is not None and latest.seq == 5
     assert [r.seq for r in store.history("cam")] == [5, 4, 3, 2, 1]
@@ -68,20 +68,67 @@ def test_history_is_capped_and_newest_first(store: Store) -> None:
 
 
 def test_alert_filters_and_redelivery(store: Store) -> None:
-    assert store.add_alert(alert(1, level=RiskLevel.MEDIUM))
-    assert store.add_alert(alert(2, camera_id="other"))
-    assert not store.add_alert(alert(2, camera_id="other"))  # the same alert again
+    assert store.add_alert(alert(1, level=RiskLevel.MEDIUM), now=1010)
+    assert store.add_alert(alert(2, camera_id="other"), now=1010)
+    assert not store.add_alert(alert(2, camera_id="other"), now=1010)  # the same alert again
     assert [a.alert_id for a in store.alerts()] == ["other:2:g0", "cam:1:g0"]
     assert [a.camera_id for a in store.alerts(camera_id="cam")] == ["cam"]
     assert [a.camera_id for a in store.alerts(level=RiskLevel.HIGH)] == ["other"]
     assert store.alerts(since=1001.5)[0].alert_id == "other:2:g0"
     assert len(store.alerts(since=1001.5)) == 1
+    store.change_alert_state("cam:1:g0", AlertState.ACKNOWLEDGED, now=1020)
+    assert [a.alert_id for a in store.alerts(state=AlertState.OPEN)] == ["other:2:g0"]
 
 
-def test_alerts_are_capped(store: Store) -> None:
+def test_alerts_are_capped_with_their_evidence(store: Store) -> None:
     for n in range(6):
-        store.add_alert(alert(n))
+        store.add_alert(alert(n), now=1010)
+        store.put_evidence(alert(n), "frame", b"jpeg")
     assert [a.frame_id for a in store.alerts()] == ["cam:5", "cam:4", "cam:3"]
+    assert store.evidence("cam:2:g0", "frame") is None and store.get_alert("cam:2:g0") is None
+    assert store.alerts()[0].evidence == ("frame",)
+
+
+def test_alerts_past_their_retention_go(store: Store) -> None:
+    store.evidence_retention_s = 100
+    store.add_alert(alert(1), now=1050)
+    store.add_alert(alert(60), now=1150)  # alert 1, created at 1001, is past 100 s; alert 60 is not
+    assert [a.frame_id for a in store.alerts()] == ["cam:60"]
+
+
+def test_only_the_newest_alerts_keep_evidence(store: Store) -> None:
+    store.evidence_alerts = 2
+    for n in range(3):
+        store.add_alert(alert(n), now=1010)
+        store.put_evidence(alert(n), "crop", b"crop")
+        store.put_evidence(alert(n), "clip", b"clip")
+    assert [a.evidence for a in store.alerts()] == [("crop", "clip"), ("crop", "clip"), ()]
+    assert store.evidence("cam:1:g0", "clip") == b"clip"
+
+
+@pytest.mark.parametrize(
+    ("steps", "states"),
+    [
+        (["acknowledged", "resolved"], ["acknowledged", "resolved"]),
+        (["resolved"], ["resolved"]),
+        (["acknowledged", "acknowledged"], ["acknowledged", "acknowledged"]),  # a second click: no change
+        (["open"], ["open"]),
+        (["resolved", "acknowledged"], ["resolved", "error"]),
+        (["acknowledged", "open"], ["acknowledged", "error"]),
+        (["resolved", "resolved"], ["resolved", "error"]),
+    ],
+)
+def test_alert_lifecycle(store: Store, steps: list[str], states: list[str]) -> None:
+    store.add_alert(alert(1), now=1010)
+    for n, (step, expected) in enumerate(zip(steps, states, strict=True)):
+        if expected == "error":
+            with pytest.raises(ValueError, match="cannot become"):
+                store.change_alert_state("cam:1:g0", AlertState(step), now=2000 + n)
+            continue
+        changed = store.change_alert_state("cam:1:g0", AlertState(step), now=2000 + n)
+        assert changed is not None and changed.state == expected and changed.updated_at == 2000 + n
+        assert store.get_alert("cam:1:g0") == changed
+    assert store.change_alert_state("cam:9:g0", AlertState.RESOLVED, now=2000) is None
 
 
 def test_cameras_and_statuses(store: Store) -> None:

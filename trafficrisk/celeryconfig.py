@@ -23,6 +23,7 @@ task_routes = {
     "trafficrisk.detect": {"queue": DETECT_QUEUE},
     "trafficrisk.assess": {"queue": LLM_LOW_QUEUE},
     "trafficrisk.aggregate": {"queue": AGGREGATE_QUEUE},
+    "trafficrisk.collect_clip": {"queue": AGGREGATE_QUEUE},
     "trafficrisk.deliver_webhook": {"queue": AGGREGATE_QUEUE},
 }
 # On Redis a message without priority counts as the highest; give every message one.

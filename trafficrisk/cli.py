@@ -84,6 +84,17 @@ def check(settings: Settings) -> None:
           f"LLM {'on' if settings.is_llm_enabled else 'off (rules only)'}")
 
 
+def check_patterns(settings: Settings) -> None:
+    from trafficrisk.messages import RiskLevel
+    from trafficrisk.workers.patterns import PatternsError, load_patterns
+
+    try:
+        patterns = load_patterns(settings.patterns_file, RiskLevel(settings.alert_level))
+    except PatternsError as error:
+        raise SettingsError(f"TRAFFICRISK_PATTERNS_FILE: {error}") from None
+    print(f"ok: {len(patterns)} patterns ({', '.join(p.name for p in patterns)})")
+
+
 def export_model_command(settings: Settings, fmt: str) -> None:
     from trafficrisk.workers.detection import DetectorError, export_model
 
@@ -154,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "check":
         check(settings)
+        check_patterns(settings)
     elif args.command == "capture":
         check(settings)
         run_capture(settings)
@@ -164,6 +176,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "export":
         export_model_command(settings, args.format)
     elif args.command == "worker":
+        if args.role == "aggregate":
+            check_patterns(settings)
         command = worker_command(args.role, settings, args.name, args.pool)
         os.execv(command[0], command)
 

@@ -278,6 +278,12 @@ class AlertState(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
 
+    def can_become(self, new: AlertState) -> bool:
+        """Open, then acknowledged, then resolved; a step may be skipped or repeated,
+        never taken back, and nothing follows resolved."""
+        order = list(AlertState)
+        return self is not AlertState.RESOLVED and order.index(new) >= order.index(self)
+
 
 class Alert(Message):
     """A pattern matched on a camera: what an operator reviews, acknowledges and resolves."""
@@ -295,6 +301,23 @@ class Alert(Message):
     state: AlertState = AlertState.OPEN
     updated_at: float = 0.0  # wall clock of the last change of state
     evidence: tuple[Literal["frame", "crop", "clip"], ...] = ()  # what the API can serve
+
+
+class MinuteCounts(Message):
+    """What cameras saw in one minute of capture time (`start`, unix seconds)."""
+
+    start: int
+    frames: int = 0
+    levels: dict[RiskLevel, int] = Field(default_factory=dict)  # frames by their risk level
+    classes: dict[str, int] = Field(default_factory=dict)  # road users by class, frame by frame
+    alerts: int = 0
+
+
+class CameraMinute(Message):
+    """The `stats` event: a camera's minute whose counts just changed."""
+
+    camera_id: str
+    minute: MinuteCounts
 
 
 class CameraStatus(Message):

@@ -7,7 +7,9 @@ from functools import cache
 import redis
 
 from trafficrisk.events import EventBus
+from trafficrisk.messages import RiskLevel
 from trafficrisk.settings import get_settings
+from trafficrisk.workers.patterns import PatternEngine, load_patterns
 from trafficrisk.workers.store import Store
 
 
@@ -18,11 +20,16 @@ def get_redis() -> redis.Redis:
 
 @cache
 def get_store() -> Store:
-    settings = get_settings()
-    return Store(get_redis(), frame_ttl_s=settings.frame_ttl_s, history_length=settings.history_length,
-                 alerts_length=settings.alerts_length)
+    return Store.from_settings(get_redis(), get_settings())
 
 
 @cache
 def get_events() -> EventBus:
     return EventBus(get_settings().redis_url)
+
+
+@cache
+def get_pattern_engine() -> PatternEngine:
+    settings = get_settings()
+    patterns = load_patterns(settings.patterns_file, RiskLevel(settings.alert_level))
+    return PatternEngine(patterns, settings.lateness_s)

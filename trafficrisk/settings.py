@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     stats_retention_s: int = Field(7 * 86400, gt=0)
     # An alert's frame, crop and clip (the seconds around it) are kept this long.
     evidence_retention_s: int = Field(7 * 86400, gt=0)
+    # Only the newest this many alerts keep evidence: frames and clips are the bulk.
+    evidence_alerts: int = Field(500, gt=0)
     clip_before_s: float = Field(3.0, ge=0, le=30)
     clip_after_s: float = Field(3.0, ge=0, le=30)
     # Every alert change is POSTed to each URL, signed with HMAC-SHA256 of the secret.

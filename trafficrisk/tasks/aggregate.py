@@ -1,24 +1,27 @@
-"""aggregate: the chord callback; stores the frame's result and pushes it live."""
+"""aggregate: the chord callback; stores the frame's result, runs the patterns, pushes it live."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from trafficrisk.events import ALERT, FRAME_RESULT
-from trafficrisk.messages import Assessment, FrameResult, RiskLevel
-from trafficrisk.runtime import get_events, get_store
-from trafficrisk.settings import get_settings
+from trafficrisk.events import FRAME_RESULT, STATS
+from trafficrisk.messages import Assessment, CameraMinute, FrameResult
+from trafficrisk.runtime import get_events, get_pattern_engine, get_store
 from trafficrisk.tasks.app import app
-from trafficrisk.workers.aggregation import alerts_for, merge_assessments
+from trafficrisk.tasks.evidence import open_alert
+from trafficrisk.workers.aggregation import merge_assessments, record_result
 
 
 @app.task(name="trafficrisk.aggregate", ignore_result=True)
 def aggregate_frame(assessments: list[dict[str, Any]], draft: dict[str, Any]) -> None:
     result = merge_assessments(FrameResult.from_wire(draft), [Assessment.from_wire(a) for a in assessments])
     store, events = get_store(), get_events()
-    store.end_flight(result.camera_id, result.frame_id)
-    if store.save_result(result):
+    saved, alerts = record_result(store, get_pattern_engine(), result, time.time())
+    if saved.is_latest:
         events.emit(FRAME_RESULT, result)
-    for alert in alerts_for(result, RiskLevel(get_settings().alert_level)):
-        if store.add_alert(alert):
-            events.emit(ALERT, alert)
+    for alert in alerts:
+        open_alert(alert)
+    if saved.is_counted or alerts:
+        minute = store.minutes([result.camera_id], result.captured_at, result.captured_at)[0]
+        events.emit(STATS, CameraMinute(camera_id=result.camera_id, minute=minute))

@@ -1,16 +1,21 @@
-"""The REST API: cameras, latest results, frames, alerts, health."""
+"""The REST API: cameras, latest results, frames, alerts and their evidence, stats, health."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from trafficrisk.messages import Camera, RiskLevel
+from trafficrisk.events import ALERT
+from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel
+from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
+from trafficrisk.workers.evidence import CLIP_MIMETYPE
 from trafficrisk.workers.store import Store, frame_key
+from trafficrisk.workers.windows import MINUTE_S
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -134,28 +139,99 @@ def frame(camera_id: str) -> Any:
     return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-def _alert_filters() -> dict[str, Any]:
-    args = request.args
-    level = args.get("level") or None
-    if level is not None and level not in RiskLevel.__members__.values():
-        abort(400, f"level: must be one of {', '.join(RiskLevel)}")
-    since = args.get("since") or None
-    limit = args.get("limit", "100")
+def _choice(name: str, choices: type[RiskLevel] | type[AlertState]) -> Any:
+    value = request.args.get(name) or None
+    if value is not None and value not in choices.__members__.values():
+        abort(400, f"{name}: must be one of {', '.join(choices)}")
+    return choices(value) if value else None
+
+
+def _number(name: str, default: str, low: float, high: float, kind: type[int] | type[float] = int) -> Any:
+    raw = request.args.get(name) or default
     try:
-        since_value = float(since) if since is not None else None
-        limit_value = int(limit)
+        value = kind(raw)
     except ValueError:
-        abort(400, "since must be a number (unix time) and limit an integer")
-    if not 1 <= limit_value <= 1000:
-        abort(400, "limit: must be between 1 and 1000")
-    return {"camera_id": args.get("camera") or None, "level": RiskLevel(level) if level else None,
-            "since": since_value, "limit": limit_value}
+        abort(400, f"{name}: must be a{'n integer' if kind is int else ' number'}, got {raw!r}")
+    if not low <= value <= high:
+        abort(400, f"{name}: must be between {low:g} and {high:g}")
+    return value
+
+
+def _alert_filters() -> dict[str, Any]:
+    since = _number("since", "0", 0, float("inf"), float) if request.args.get("since") else None
+    return {"camera_id": request.args.get("camera") or None, "level": _choice("level", RiskLevel),
+            "state": _choice("state", AlertState), "since": since, "limit": _number("limit", "100", 1, 1000)}
 
 
 @blueprint.get("/alerts")
 @api_auth_required
 def alerts() -> Any:
     return jsonify([a.to_wire() for a in store().alerts(**_alert_filters())])
+
+
+def _existing_alert(alert_id: str) -> Alert:
+    alert = store().get_alert(alert_id)
+    if alert is None:
+        abort(404, f"no alert {alert_id!r} (unknown, or past its retention)")
+    return alert
+
+
+@blueprint.get("/alerts/<alert_id>")
+@api_auth_required
+def get_alert(alert_id: str) -> Any:
+    return jsonify(_existing_alert(alert_id).to_wire())
+
+
+def _change_alert(alert_id: str, state: AlertState) -> Any:
+    try:
+        changed = store().change_alert_state(alert_id, state, time.time())
+    except ValueError as error:
+        return _error(409, str(error))
+    if changed is None:
+        abort(404, f"no alert {alert_id!r} (unknown, or past its retention)")
+    current_app.extensions["socketio"].emit(ALERT, changed.to_wire())
+    queue_webhooks(f"alert.{state}", changed)
+    return jsonify(changed.to_wire())
+
+
+@blueprint.post("/alerts/<alert_id>/acknowledge")
+@api_auth_required
+def acknowledge_alert(alert_id: str) -> Any:
+    return _change_alert(alert_id, AlertState.ACKNOWLEDGED)
+
+
+@blueprint.post("/alerts/<alert_id>/resolve")
+@api_auth_required
+def resolve_alert(alert_id: str) -> Any:
+    return _change_alert(alert_id, AlertState.RESOLVED)
+
+
+EVIDENCE_FILES = {"frame.jpg": ("frame", "image/jpeg"), "crop.jpg": ("crop", "image/jpeg"),
+                  "clip.webm": ("clip", CLIP_MIMETYPE)}
+
+
+@blueprint.get("/alerts/<alert_id>/<any('frame.jpg', 'crop.jpg', 'clip.webm'):name>")
+@api_auth_required
+def alert_evidence(alert_id: str, name: str) -> Any:
+    kind, mimetype = EVIDENCE_FILES[name]
+    blob = store().evidence(alert_id, kind)
+    if blob is None:
+        abort(404, f"alert {alert_id!r} has no {kind} (none kept, or past its retention)")
+    return Response(blob, mimetype=mimetype, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@blueprint.get("/stats")
+@api_auth_required
+def stats() -> Any:
+    """Per-minute counts by event time over the last `window` minutes, oldest first."""
+    camera_id = request.args.get("camera") or None
+    if camera_id is not None:
+        _existing(camera_id)
+    window = _number("window", "60", 1, 1440)
+    cameras = [camera_id] if camera_id else [c.id for c in store().list_cameras()]
+    now = time.time()
+    minutes = store().minutes(cameras, now - (window - 1) * MINUTE_S, now)
+    return jsonify(camera=camera_id, lateness_s=store().lateness_s, minutes=[m.to_wire() for m in minutes])
 
 
 @blueprint.errorhandler(400)

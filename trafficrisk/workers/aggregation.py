@@ -1,4 +1,4 @@
-"""A frame's final result: the draft with each assessed group's verdict, and its alerts."""
+"""A frame's final result: the draft with each assessed group's verdict."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 
 from trafficrisk.messages import Alert, AssessedGroup, Assessment, FrameResult, RiskLevel
+from trafficrisk.workers.patterns import PatternEngine
+from trafficrisk.workers.store import SaveOutcome, Store
 
 
 def merge_assessments(draft: FrameResult, assessments: Sequence[Assessment]) -> FrameResult:
@@ -27,21 +29,11 @@ def merge_assessments(draft: FrameResult, assessments: Sequence[Assessment]) -> 
     })
 
 
-def alerts_for(result: FrameResult, alert_level: RiskLevel) -> list[Alert]:
-    """One alert per group at or above `alert_level`; ids derive from the frame, so a
-    redelivered task produces the same alerts, not new ones."""
-    return [
-        Alert(
-            alert_id=f"{result.frame_id}:{g.group.group_id}",
-            camera_id=result.camera_id,
-            frame_id=result.frame_id,
-            created_at=result.captured_at,
-            risk_level=g.verdict.risk_level,
-            risk_type=g.verdict.risk_type,
-            reason=g.verdict.reason,
-            source=g.verdict.source,
-            group_id=g.group.group_id,
-        )
-        for g in result.groups
-        if g.verdict.risk_level.rank >= alert_level.rank
-    ]
+def record_result(store: Store, engine: PatternEngine, result: FrameResult,
+                  now: float) -> tuple[SaveOutcome, list[Alert]]:
+    """Save a frame's result and run the camera's patterns on it, both once per frame id:
+    how it was saved, and the alerts it opened (of it or of frames that waited for it)."""
+    store.end_flight(result.camera_id, result.frame_id)
+    saved = store.save_result(result)
+    frame = engine.frame_facts(result)
+    return saved, store.advance_patterns(result.camera_id, lambda state: engine.advance(state, frame), now)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from trafficrisk.messages import Alert, Camera, CameraStatus, FrameResult, RiskLevel
+from trafficrisk.messages import Alert, AlertState, Camera, CameraStatus, FrameResult, MinuteCounts, RiskLevel
+from trafficrisk.settings import Settings
+from trafficrisk.workers.windows import MINUTE_S, minute_counts, minute_start, minutes_between, window_counts
 
 PREFIX = "tr:"
 CAMERAS_KEY = PREFIX + "cameras"
@@ -19,10 +22,15 @@ ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
+LATE_RESULTS_KEY = PREFIX + "late_results"
+EVIDENCE_KEY = PREFIX + "evidence"
+EVIDENCE_KINDS = ("frame", "crop", "clip")
 WEBHOOKS_KEY = PREFIX + "webhooks"
 LLM_TIMINGS_KEPT = 10_000
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
 TRACKS_TTL_S = 60
+# A camera's pattern state (cooldowns, frames waiting for earlier ones) outlives a pause.
+PATTERNS_TTL_S = 3600
 
 Outcome = TypeVar("Outcome")
 
@@ -49,20 +57,69 @@ if dropped > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', 'backpress
 return seqs
 """
 
-# Replace the latest result only with a newer frame of the same camera, atomically,
-# so that results finishing out of order never move "latest" backwards.
 # A frame's result, once: a redelivered aggregate task (same frame id) changes nothing.
-# KEYS: latest, history stream, saved frames. ARGV: seq, result, frame id, history
-# length, saved frames kept. Returns 1 when it became the camera's latest, 0 when a
-# newer one is there, -1 for a redelivery.
+# It joins the history, counts in its minute unless that minute has closed (the
+# camera's newest capture time, its watermark, is past the minute's end by the
+# lateness), and becomes the latest only if newer: results finishing out of order
+# never move "latest" backwards.
+# KEYS: latest, history stream, saved frames, watermark, the frame's minute, late counts.
+# ARGV: seq, result, frame id, history length, saved frames kept, captured at, time the
+# minute closes at, stats retention, camera id, then field and count pairs for the minute.
+# Returns {-1 redelivery | 0 saved | 1 saved and now latest, 1 counted | 0 too late}.
 _SAVE_RESULT = """
-if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[3]) == 0 then return -1 end
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[3]) == 0 then return {-1, 0} end
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'seq', ARGV[1], 'result', ARGV[2])
+local watermark = tonumber(redis.call('GET', KEYS[4]) or ARGV[6])
+local counted = 0
+if tonumber(ARGV[7]) > watermark then
+  for i = 10, #ARGV, 2 do redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[5], ARGV[8])
+  counted = 1
+else
+  redis.call('HINCRBY', KEYS[6], ARGV[9], 1)
+end
+if tonumber(ARGV[6]) >= watermark then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[8]) end
 local current = redis.call('HGET', KEYS[1], 'seq')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+if current and tonumber(current) >= tonumber(ARGV[1]) then return {0, counted} end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'result', ARGV[2])
+return {1, counted}
+"""
+
+# An alert, once (by id), counted in its minute; the oldest beyond the cap or the
+# retention go, with their evidence.
+# KEYS: alerts index, the alert, its minute. ARGV: id, alert, created at, cap, retention,
+# stats retention, now, key prefix.
+_ADD_ALERT = """
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[5]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'alerts', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+local gone = redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[4]) - 1)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[5]))) do
+  gone[#gone + 1] = id
+end
+for _, id in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', ARGV[8] .. 'alert:' .. id)
+  for _, kind in ipairs({'frame', 'crop', 'clip'}) do
+    redis.call('DEL', ARGV[8] .. 'evidence:' .. id .. ':' .. kind)
+  end
+end
 return 1
+"""
+
+# Evidence of the newest `cap` alerts only: it is the bulk of what alerts keep.
+# KEYS: evidence index, the blob. ARGV: alert id, created at, blob, retention, cap, prefix.
+_PUT_EVIDENCE = """
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[5]) - 1)) do
+  redis.call('ZREM', KEYS[1], id)
+  for _, kind in ipairs({'frame', 'crop', 'clip'}) do
+    redis.call('DEL', ARGV[6] .. 'evidence:' .. id .. ':' .. kind)
+  end
+end
 """
 
 
@@ -106,15 +163,57 @@ def saved_key(camera_id: str) -> str:
     return f"{PREFIX}saved:{camera_id}"
 
 
+def watermark_key(camera_id: str) -> str:
+    return f"{PREFIX}watermark:{camera_id}"
+
+
+def window_key(camera_id: str, minute: int) -> str:
+    return f"{PREFIX}window:{camera_id}:{minute}"
+
+
+def patterns_key(camera_id: str) -> str:
+    return f"{PREFIX}patterns:{camera_id}"
+
+
+def alert_key(alert_id: str) -> str:
+    return f"{PREFIX}alert:{alert_id}"
+
+
+def evidence_key(alert_id: str, kind: str) -> str:
+    return f"{PREFIX}evidence:{alert_id}:{kind}"
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    is_new: bool  # False: this frame's result was saved before
+    is_latest: bool  # the camera's newest result now
+    is_counted: bool  # counted in its minute (False: its minute had closed)
+
+
 class Store:
     def __init__(self, client: Any, *, frame_ttl_s: int = 120, history_length: int = 1000,
-                 alerts_length: int = 5000) -> None:
+                 alerts_length: int = 5000, lateness_s: float = 10.0, stats_retention_s: int = 7 * 86400,
+                 evidence_retention_s: int = 7 * 86400, evidence_alerts: int = 500) -> None:
         self.client = client
         self.frame_ttl_s = frame_ttl_s
         self.history_length = history_length
         self.alerts_length = alerts_length
+        self.lateness_s = lateness_s
+        self.stats_retention_s = stats_retention_s
+        self.evidence_retention_s = evidence_retention_s
+        self.evidence_alerts = evidence_alerts
         self._save_result = client.register_script(_SAVE_RESULT)
+        self._add_alert = client.register_script(_ADD_ALERT)
+        self._put_evidence = client.register_script(_PUT_EVIDENCE)
         self._reserve = client.register_script(_RESERVE)
+
+    @classmethod
+    def from_settings(cls, client: Any, settings: Settings) -> Store:
+        return cls(client, frame_ttl_s=settings.frame_ttl_s, history_length=settings.history_length,
+                   alerts_length=settings.alerts_length, lateness_s=settings.lateness_s,
+                   stats_retention_s=settings.stats_retention_s,
+                   evidence_retention_s=settings.evidence_retention_s,
+                   evidence_alerts=settings.evidence_alerts)
 
     # Frames and crops: short-lived JPEG blobs that only their key travels for.
     def put_frame(self, camera_id: str, seq: int, jpeg: bytes) -> str:
@@ -259,17 +358,23 @@ class Store:
         raw = self.client.hgetall(STATUS_KEY)
         return {k.decode(): CameraStatus.from_wire(v) for k, v in raw.items()}
 
-    # Results: latest per camera, a capped history stream, alerts.
-    def save_result(self, result: FrameResult) -> bool:
-        """Store a result once; True when it became the camera's latest.
+    # Results: latest per camera, a capped history stream, per-minute counts.
+    def save_result(self, result: FrameResult) -> SaveOutcome:
+        """Store a result once, count it in its minute if that is still open.
 
         The latest never goes back to an older frame, and a frame saved before (among
         the camera's last 4 x history length) is not saved again.
         """
-        keys = [latest_key(result.camera_id), history_key(result.camera_id), saved_key(result.camera_id)]
-        outcome = self._save_result(keys=keys, args=[result.seq, result.model_dump_json(), result.frame_id,
-                                                     self.history_length, 4 * self.history_length])
-        return int(outcome) == 1
+        camera_id, minute = result.camera_id, minute_start(result.captured_at)
+        keys = [latest_key(camera_id), history_key(camera_id), saved_key(camera_id), watermark_key(camera_id),
+                window_key(camera_id, minute), LATE_RESULTS_KEY]
+        counts = [item for pair in window_counts(result).items() for item in pair]
+        closes_at = minute + MINUTE_S + self.lateness_s
+        saved, counted = self._save_result(keys=keys, args=[
+            result.seq, result.model_dump_json(), result.frame_id, self.history_length,
+            4 * self.history_length, result.captured_at, closes_at, self.stats_retention_s, camera_id,
+            *counts])
+        return SaveOutcome(is_new=saved >= 0, is_latest=saved == 1, is_counted=bool(counted))
 
     def latest(self, camera_id: str) -> FrameResult | None:
         raw = self.client.hget(latest_key(camera_id), "result")
@@ -281,19 +386,110 @@ class Store:
         results = [FrameResult.from_wire(fields[b"result"]) for _, fields in entries]
         return sorted(results, key=lambda result: result.seq, reverse=True)
 
-    def add_alert(self, alert: Alert) -> bool:
+    def late_results(self) -> dict[str, int]:
+        """Per camera, results that came after their minute had closed."""
+        return {k.decode(): int(v) for k, v in self.client.hgetall(LATE_RESULTS_KEY).items()}
+
+    def minutes(self, camera_ids: list[str], first: float, last: float) -> list[MinuteCounts]:
+        """Per-minute counts summed over the cameras, oldest first, minutes first..last."""
+        starts = list(minutes_between(first, last))
+        pipe = self.client.pipeline(transaction=False)
+        for start in starts:
+            for camera_id in camera_ids:
+                pipe.hgetall(window_key(camera_id, start))
+        replies = iter(pipe.execute())
+        summaries = []
+        for start in starts:
+            totals: dict[str, int] = {}
+            for _ in camera_ids:
+                for field, value in next(replies).items():
+                    totals[field.decode()] = totals.get(field.decode(), 0) + int(value)
+            summaries.append(minute_counts(start, totals))
+        return summaries
+
+    # Patterns: each camera's state, advanced with its alerts in one transaction.
+    def advance_patterns(self, camera_id: str,
+                         advance: Callable[[dict[str, Any] | None], tuple[list[Alert], dict[str, Any]]],
+                         now: float) -> list[Alert]:
+        """Run `advance(state) -> (alerts, new state)` and store both, as one step for all
+        workers (it may run again when another worker changed the state meanwhile).
+        The alerts returned are the new ones."""
+        key = patterns_key(camera_id)
+
+        def attempt(pipe: Any) -> list[Alert]:
+            raw = pipe.get(key)
+            alerts, state = advance(json.loads(raw) if raw else None)
+            pipe.multi()
+            pipe.set(key, json.dumps(state), ex=PATTERNS_TTL_S)
+            for alert in alerts:
+                self._queue_alert(alert, now, pipe)
+            return alerts
+
+        alerts: list[Alert] = self.client.transaction(attempt, key, value_from_callable=True)
+        return alerts
+
+    # Alerts: one key each (their state changes), indexed by creation time.
+    def _queue_alert(self, alert: Alert, now: float, client: Any) -> Any:
+        minute = window_key(alert.camera_id, minute_start(alert.created_at))
+        keys = [ALERTS_KEY, alert_key(alert.alert_id), minute]
+        return self._add_alert(keys=keys, client=client, args=[
+            alert.alert_id, alert.model_dump_json(), alert.created_at, self.alerts_length,
+            self.evidence_retention_s, self.stats_retention_s, now, PREFIX])
+
+    def add_alert(self, alert: Alert, now: float) -> bool:
         """Store an alert; False when that very alert was already there (a redelivery)."""
-        added = self.client.zadd(ALERTS_KEY, {alert.model_dump_json(): alert.created_at})
-        self.client.zremrangebyrank(ALERTS_KEY, 0, -self.alerts_length - 1)
-        return bool(added)
+        return bool(self._queue_alert(alert, now, self.client))
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        raw = self.client.get(alert_key(alert_id))
+        return self._with_evidence([Alert.from_wire(raw)])[0] if raw else None
+
+    def change_alert_state(self, alert_id: str, state: AlertState, now: float) -> Alert | None:
+        """The alert in its new state (None when there is no such alert); ValueError for a
+        change its lifecycle does not allow."""
+        key = alert_key(alert_id)
+
+        def attempt(pipe: Any) -> Alert | None:
+            raw = pipe.get(key)
+            if raw is None:
+                return None
+            alert = Alert.from_wire(raw)
+            if not alert.state.can_become(state):
+                raise ValueError(f"alert {alert_id} is {alert.state}: it cannot become {state}")
+            changed = alert.model_copy(update={"state": state, "updated_at": now})
+            pipe.multi()
+            pipe.set(key, changed.model_dump_json(), keepttl=True)
+            return changed
+
+        changed: Alert | None = self.client.transaction(attempt, key, value_from_callable=True)
+        return self._with_evidence([changed])[0] if changed else None
 
     def alerts(self, *, camera_id: str | None = None, level: RiskLevel | None = None,
-               since: float | None = None, limit: int = 100) -> list[Alert]:
-        """Newest first, filtered by camera, minimum level and creation time."""
+               since: float | None = None, state: AlertState | None = None, limit: int = 100) -> list[Alert]:
+        """Newest first, filtered by camera, minimum level, creation time and state."""
         low = since if since is not None else "-inf"
-        raw = self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low)
-        alerts = (Alert.from_wire(item) for item in raw)
+        ids = [i.decode() for i in self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low)]
+        raws = self.client.mget([alert_key(i) for i in ids]) if ids else []
+        alerts = (Alert.from_wire(raw) for raw in raws if raw is not None)
         chosen = [a for a in alerts
                   if (camera_id is None or a.camera_id == camera_id)
-                  and (level is None or a.risk_level.rank >= level.rank)]
-        return chosen[:limit]
+                  and (level is None or a.risk_level.rank >= level.rank)
+                  and (state is None or a.state is state)]
+        return self._with_evidence(chosen[:limit])
+
+    # Evidence: an alert's frame, crop and clip, for the newest alerts.
+    def put_evidence(self, alert: Alert, kind: str, blob: bytes) -> None:
+        self._put_evidence(keys=[EVIDENCE_KEY, evidence_key(alert.alert_id, kind)], args=[
+            alert.alert_id, alert.created_at, blob, self.evidence_retention_s, self.evidence_alerts, PREFIX])
+
+    def evidence(self, alert_id: str, kind: str) -> bytes | None:
+        return self.get_blob(evidence_key(alert_id, kind))
+
+    def _with_evidence(self, alerts: list[Alert]) -> list[Alert]:
+        pipe = self.client.pipeline(transaction=False)
+        for alert in alerts:
+            for kind in EVIDENCE_KINDS:
+                pipe.exists(evidence_key(alert.alert_id, kind))
+        found = iter(pipe.execute())
+        return [a.model_copy(update={"evidence": tuple(k for k in EVIDENCE_KINDS if next(found))})
+                for a in alerts]

@@ -1,0 +1,168 @@
+"""Aggregation stores a camera's results as if they had come once, in order.
+
+Frame results finish out of order (several detect and assess workers) and twice (a
+redelivered task). Latest, history, per-minute windows and alerts must not show it,
+within the allowed lateness. Against a real Redis, and through a real aggregate worker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from scripted import CAMERA, START, STORY_ALERTS, jittered, moved, scripted_story
+
+from conftest import SAMPLE_VIDEO, stop_all, wait_for
+from trafficrisk.messages import Alert, FrameResult, RiskLevel
+from trafficrisk.queues import AGGREGATE_QUEUE
+from trafficrisk.workers.aggregation import record_result
+from trafficrisk.workers.patterns import PatternEngine, default_patterns
+from trafficrisk.workers.store import Store
+
+LATENESS_S = 10.0
+STORY = scripted_story()
+FIRST_MINUTE, NEXT_MINUTE = START - 20, START + 40  # frames 1..39 and 40..45
+
+
+@pytest.fixture
+def store(client: Any) -> Store:
+    return Store(client, lateness_s=LATENESS_S)
+
+
+def deliver(store: Store, arrivals: list[FrameResult]) -> None:
+    engine = PatternEngine(default_patterns(), LATENESS_S)
+    for result in arrivals:
+        record_result(store, engine, result, now=START + 100)
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    latest = store.latest(CAMERA)
+    return {
+        "latest": latest.seq if latest else None,
+        "history": [r.seq for r in store.history(CAMERA, 100)],
+        "minutes": [m.to_wire() for m in store.minutes([CAMERA], FIRST_MINUTE, NEXT_MINUTE)],
+        "alerts": sorted((a.to_wire() for a in store.alerts()), key=lambda a: a["alert_id"]),
+        "late": store.late_results(),
+    }
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [
+        list(reversed(STORY[:8])) + STORY[8:],
+        jittered(STORY, delay=8, duplicates=0, seed=3),
+        jittered(STORY, delay=8, duplicates=15, seed=4),
+        STORY + list(reversed(STORY)),
+        moved(STORY, 39, after=45),  # the last frame of a minute, 6 s late: still counts
+    ],
+    ids=["burst-backwards", "jittered", "jittered-twice", "all-twice", "late-in-bound"],
+)
+def test_out_of_order_and_twice_is_as_if_once_in_order(store: Store, arrivals: list[FrameResult]) -> None:
+    deliver(store, STORY)
+    in_order = snapshot(store)
+    store.client.flushdb()
+    deliver(store, arrivals)
+    assert snapshot(store) == in_order
+    assert in_order["latest"] == 45 and in_order["history"] == list(range(45, 0, -1))
+    assert {a["alert_id"] for a in in_order["alerts"]} == STORY_ALERTS
+    first, after = in_order["minutes"]
+    assert (first["frames"], after["frames"]) == (39, 6)
+    assert first["levels"] == {"none": 22, "low": 0, "medium": 13, "high": 4} and first["alerts"] == 4
+    assert first["classes"] == {"car": 6, "person": 36}
+
+
+@pytest.mark.parametrize(
+    ("late_after", "counted_in_first", "late"),
+    [
+        (None, 39, {}),
+        (44, 39, {}),  # watermark 5 s past the minute's end: open
+        (49, 39, {}),  # 9 s past: open
+        (50, 38, {CAMERA: 1}),  # 10 s past, the lateness: closed
+        (55, 38, {CAMERA: 1}),
+    ],
+)
+def test_a_late_result_counts_in_its_minute_within_the_lateness(store: Store, late_after: int | None,
+                                                                   counted_in_first: int,
+                                                                   late: dict[str, int]) -> None:
+    story = scripted_story(frames=55)
+    deliver(store, story if late_after is None else moved(story, 39, after=late_after))
+    first, after = store.minutes([CAMERA], FIRST_MINUTE, NEXT_MINUTE)
+    assert (first.frames, after.frames) == (counted_in_first, 16)
+    assert store.late_results() == late
+    assert [r.seq for r in store.history(CAMERA, 100)] == list(range(55, 0, -1))  # stored all the same
+    latest = store.latest(CAMERA)
+    assert latest is not None and latest.seq == 55
+
+
+def test_minutes_sum_cameras_and_fill_gaps(store: Store) -> None:
+    deliver(store, scripted_story(frames=3))
+    deliver(store, [r.model_copy(update={"camera_id": "other", "frame_id": f"other:{r.seq}"})
+                    for r in scripted_story(frames=2)])
+    minutes = store.minutes([CAMERA, "other"], FIRST_MINUTE - 60, NEXT_MINUTE)
+    assert [m.start for m in minutes] == [FIRST_MINUTE - 60, FIRST_MINUTE, NEXT_MINUTE]
+    assert [m.frames for m in minutes] == [0, 5, 0]
+    assert minutes[1].levels[RiskLevel.MEDIUM] == 5
+
+
+# Through a real aggregate worker process: four task threads take the results in any order.
+
+def sample_jpeg() -> bytes:
+    capture = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    return bytes(cv2.imencode(".jpg", image)[1])
+
+
+@pytest.fixture
+def aggregate_worker(redis_url: str, tmp_path: Path) -> Iterator[Path]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
+    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LATENESS_S": str(LATENESS_S),
+                "TRAFFICRISK_CLIP_BEFORE_S": "2", "TRAFFICRISK_CLIP_AFTER_S": "1"})
+    log = tmp_path / "aggregate.log"
+    command = [sys.executable, "-m", "trafficrisk.cli", "worker", "aggregate"]
+    with log.open("wb") as out:
+        procs = {"aggregate": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True)}
+    try:
+        wait_for(lambda: "ready" in log.read_text(), 60, "the aggregate worker", log.read_text)
+        yield log
+    finally:
+        stop_all(procs)
+
+
+def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
+        client: Any, producer: Any, aggregate_worker: Path) -> None:
+    start = (time.time() // 60) * 60 - 100  # recent, so nothing is past its retention
+    story = scripted_story(start=start)
+    store = Store(client, lateness_s=LATENESS_S)
+    store.put_frames([(CAMERA, r.seq, sample_jpeg()) for r in story])
+    for result in jittered(story, delay=6, duplicates=10, seed=5):
+        producer.send_task("trafficrisk.aggregate", args=[[], result.to_wire()], queue=AGGREGATE_QUEUE)
+    logs = aggregate_worker.read_text
+    wait_for(lambda: len(store.history(CAMERA, 100)) == 45, 60, "all 45 results", logs)
+    alerts = wait_for(lambda: len(a := store.alerts()) == 4 and a, 30, "four alerts", logs)
+    assert {a.alert_id for a in alerts} == STORY_ALERTS
+    assert [r.seq for r in store.history(CAMERA, 100)] == list(range(45, 0, -1))
+    minutes = store.minutes([CAMERA], start + 20, start + 80)
+    assert [m.frames for m in minutes] == [39, 6] and minutes[0].alerts == 4
+
+    def with_clips() -> list[Alert] | None:
+        alerts = store.alerts()
+        return alerts if all("clip" in a.evidence for a in alerts) else None
+
+    for alert in wait_for(with_clips, 60, "a clip for every alert", logs):
+        assert alert.evidence == ("frame", "crop", "clip")
+        crop = cv2.imdecode(np.frombuffer(store.evidence(alert.alert_id, "crop") or b"", np.uint8),
+                            cv2.IMREAD_COLOR)
+        assert crop is not None and 0 < crop.shape[1] < 768  # the group's box, not the frame
+        clip = store.evidence(alert.alert_id, "clip") or b""
+        assert clip[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file

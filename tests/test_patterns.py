@@ -1,0 +1,130 @@
+"""Temporal patterns: one alert per match, cooldowns, and order-independence within the lateness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from scripted import HIGH, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
+
+from trafficrisk.messages import Alert, FrameResult, RiskLevel
+from trafficrisk.workers.patterns import (
+    PatternEngine,
+    PatternsError,
+    RiskyGroup,
+    default_patterns,
+    load_patterns,
+)
+
+LATENESS_S = 10.0
+
+
+def run(engine: PatternEngine, arrivals: list[FrameResult]) -> list[Alert]:
+    state, alerts = None, []
+    for result in arrivals:
+        new, state = engine.advance(state, engine.frame_facts(result))
+        alerts += new
+    return alerts
+
+
+STORY = scripted_story()
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "alerts"),
+    [
+        (STORY, STORY_ALERTS),
+        (list(reversed(STORY[:8])) + STORY[8:], STORY_ALERTS),  # the first 8 all at once, backwards
+        (jittered(STORY, delay=8, duplicates=0, seed=1), STORY_ALERTS),
+        (jittered(STORY, delay=8, duplicates=10, seed=2), STORY_ALERTS),
+        (STORY + STORY, STORY_ALERTS),  # everything redelivered
+        (moved(STORY, 7, after=16), STORY_ALERTS),  # 9 s late: waited for
+        # 13 s late, beyond the lateness: frame 7 is lost to the patterns, high-frames matches at 9
+        (moved(STORY, 7, after=20), STORY_ALERTS - {"cam:high-frames:7"} | {"cam:high-frames:9"}),
+    ],
+    ids=["in-order", "burst-backwards", "jittered", "jittered-twice", "all-twice", "late-in-bound",
+         "late-beyond-bound"],
+)
+def test_story_raises_one_alert_per_pattern(arrivals: list[FrameResult], alerts: set[str]) -> None:
+    raised = run(PatternEngine(default_patterns(), LATENESS_S), arrivals)
+    assert sorted(a.alert_id for a in raised) == sorted(alerts)
+    in_order = {a.alert_id: a for a in run(PatternEngine(default_patterns(), LATENESS_S), STORY)}
+    for alert in raised:  # the very same alert, not just the same id
+        if alert.alert_id in in_order:
+            assert alert == in_order[alert.alert_id]
+
+
+def test_alerts_carry_the_matching_group_and_its_reason() -> None:
+    alerts = {a.pattern: a for a in run(PatternEngine(default_patterns(), LATENESS_S), STORY)}
+    assert alerts["risky-group"].risk_level is RiskLevel.HIGH
+    assert alerts["risky-group"].reason == "group 1 at high"
+    assert alerts["risky-group"].group_id == "g1" and alerts["risky-group"].source == "llm"
+    assert alerts["high-frames"].reason.startswith("3 frames at high or above within 10 s")
+    assert alerts["lasting-group"].reason.startswith("together for 11 s")
+    assert alerts["crosswalk-conflict"].reason == "person in crosswalk, car 1.5 s away"
+    conflict = alerts["crosswalk-conflict"]
+    assert conflict.source == "rules" and conflict.risk_level == "high"
+    assert all(a.state == "open" and a.updated_at == a.created_at for a in alerts.values())
+
+
+@pytest.mark.parametrize(
+    ("high_at", "cooldown_s", "alerted_at"),
+    [
+        ([5, 20, 40], 30, [5, 40]),  # 20 is 15 s after 5: cooling down
+        ([5, 20, 40], 10, [5, 20, 40]),
+        ([5, 6, 7, 8], 0, [5, 6, 7, 8]),
+        ([5, 34, 35], 30, [5, 35]),  # the cooldown runs from the last alert, not the last match
+        ([], 30, []),
+    ],
+)
+def test_cooldown(high_at: list[int], cooldown_s: float, alerted_at: list[int]) -> None:
+    story = [scripted_result(seq, *([HIGH] if seq in high_at else [])) for seq in range(1, 45)]
+    engine = PatternEngine([RiskyGroup(name="risky", cooldown_s=cooldown_s)], LATENESS_S)
+    assert [a.alert_id for a in run(engine, story)] == [f"cam:risky:{seq}" for seq in alerted_at]
+
+
+def test_a_camera_joining_late_waits_for_the_lateness_before_its_first_frame() -> None:
+    engine = PatternEngine([RiskyGroup(name="risky", cooldown_s=0)], LATENESS_S)
+    later = [scripted_result(seq, HIGH) for seq in range(100, 115)]
+    state, alerts = None, []
+    for result in later[:10]:  # its first frame is not seq 1: earlier frames may still come
+        new, state = engine.advance(state, engine.frame_facts(result))
+        alerts += new
+    assert alerts == []
+    new, state = engine.advance(state, engine.frame_facts(later[10]))
+    assert [a.alert_id for a in new] == [f"cam:risky:{seq}" for seq in range(100, 111)]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("patterns:\n  - {name: busy, kind: level_frames, frames: 5, within_s: 20, level: medium}\n", None),
+        ("patterns:\n  - {name: zebra, kind: zone_conflict, zone: zebra, ttc_s: 1.5, cameras: [n]}\n", None),
+        ("patterns: []\n", None),
+        ("cameras: []\n", "expected a top-level `patterns:` list"),
+        ("patterns:\n  - {name: x, kind: magic}\n", "patterns.0: Input tag 'magic' found using 'kind'"),
+        ("patterns:\n  - {name: Bad Name, kind: risky_group}\n", "patterns.0.risky_group.name: String"),
+        ("patterns:\n  - {name: x, kind: level_frames, frames: 0}\n", "patterns.0.level_frames.frames"),
+        ("patterns:\n  - {name: x, kind: risky_group, level: extreme}\n", "patterns.0.risky_group.level"),
+        ("patterns:\n  - {name: x, kind: risky_group, colour: red}\n", "Extra inputs are not permitted"),
+        ("patterns:\n  - {name: x, kind: risky_group}\n  - {name: x, kind: level_frames}\n",
+         "pattern names must be unique"),
+        ("patterns: [", "while parsing"),
+    ],
+)
+def test_patterns_file(tmp_path: Path, text: str, error: str | None) -> None:
+    path = tmp_path / "patterns.yaml"
+    path.write_text(text)
+    if error is None:
+        patterns = load_patterns(path)
+        assert len(patterns) == text.count("name:")
+        return
+    with pytest.raises(PatternsError) as raised:
+        load_patterns(path)
+    assert error in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_no_patterns_file_means_the_built_in_ones_at_the_alert_level() -> None:
+    patterns = load_patterns(None, RiskLevel.MEDIUM)
+    assert [p.name for p in patterns] == ["risky-group", "high-frames", "lasting-group", "crosswalk-conflict"]
+    assert isinstance(patterns[0], RiskyGroup) and patterns[0].level is RiskLevel.MEDIUM

@@ -1,0 +1,272 @@
+"""Temporal patterns over a camera's frame results, and the alerts they raise.
+
+Each pattern kind looks at one frame at a time (`fact`) and keeps a little state
+across frames (`step`). The `PatternEngine` feeds a camera's frames to the patterns
+in capture order, whatever order their results finish in: a result that arrives
+early waits for the frames before it, for at most the allowed lateness of event
+time. So the same frames raise the same alerts, delivered in any order or twice.
+A pattern's alerts are spaced by its cooldown, in event time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from trafficrisk.messages import Alert, AssessedGroup, FrameResult, RiskLevel, VerdictSource
+
+VEHICLES = ("car", "bus", "truck", "motorcycle", "bicycle", "van", "lorry", "tuktuk", "bick")
+
+# What a pattern saw in one frame that may raise an alert: the group and verdict it shows.
+Detail = dict[str, Any]
+# A camera's state for the engine, or a pattern's: plain JSON, kept in Redis between frames.
+State = dict[str, Any]
+
+
+def _detail(group: AssessedGroup, level: RiskLevel | None = None, risk_type: str | None = None,
+            reason: str | None = None, source: VerdictSource | None = None) -> Detail:
+    verdict = group.verdict
+    return {"group_id": group.group.group_id, "risk_level": str(level or verdict.risk_level),
+            "risk_type": risk_type or verdict.risk_type, "reason": reason or verdict.reason,
+            "source": str(source or verdict.source)}
+
+
+def _riskiest(groups: list[AssessedGroup]) -> AssessedGroup | None:
+    return max(groups, key=lambda g: g.verdict.risk_level.rank, default=None)
+
+
+def _at_least(result: FrameResult, level: RiskLevel) -> list[AssessedGroup]:
+    return [g for g in result.groups if g.verdict.risk_level.rank >= level.rank]
+
+
+class PatternBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    cooldown_s: float = Field(30.0, ge=0)
+    cameras: tuple[str, ...] = ()  # empty: every camera
+
+    def applies_to(self, camera_id: str) -> bool:
+        return not self.cameras or camera_id in self.cameras
+
+    def fact(self, result: FrameResult) -> Any:
+        """What this frame means to the pattern (JSON-safe), or None for nothing."""
+        raise NotImplementedError
+
+    def step(self, state: State, t: float, fact: Any) -> Detail | None:
+        """Advance the state by one frame at capture time t; a detail when it matches."""
+        raise NotImplementedError
+
+
+class RiskyGroup(PatternBase):
+    """A group judged at `level` or above."""
+
+    kind: Literal["risky_group"] = "risky_group"
+    level: RiskLevel = RiskLevel.HIGH
+
+    def fact(self, result: FrameResult) -> Detail | None:
+        group = _riskiest(_at_least(result, self.level))
+        return _detail(group) if group else None
+
+    def step(self, state: State, t: float, fact: Detail | None) -> Detail | None:
+        return fact
+
+
+class LevelFrames(PatternBase):
+    """`frames` frames at `level` or above within `within_s` seconds."""
+
+    kind: Literal["level_frames"] = "level_frames"
+    level: RiskLevel = RiskLevel.HIGH
+    frames: int = Field(3, ge=1)
+    within_s: float = Field(10.0, gt=0)
+
+    def fact(self, result: FrameResult) -> Detail | None:
+        group = _riskiest(_at_least(result, self.level))
+        if group is None:
+            return None
+        summary = f"{self.frames} frames at {self.level} or above within {self.within_s:g} s"
+        return _detail(group, reason=f"{summary}: {group.verdict.reason}")
+
+    def step(self, state: State, t: float, fact: Detail | None) -> Detail | None:
+        times = [seen for seen in state.get("times", []) if t - seen < self.within_s]
+        if fact is not None:
+            times.append(t)
+        state["times"] = times
+        return fact if fact is not None and len(times) >= self.frames else None
+
+
+class LastingGroup(PatternBase):
+    """The same road users (by track) grouped at `level` or above for over `duration_s`."""
+
+    kind: Literal["lasting_group"] = "lasting_group"
+    level: RiskLevel = RiskLevel.MEDIUM
+    duration_s: float = Field(10.0, gt=0)
+    max_gap_s: float = Field(3.0, gt=0)  # unseen for longer, the group has ended
+
+    def fact(self, result: FrameResult) -> list[tuple[str, Detail]]:
+        seen = []
+        for group in _at_least(result, self.level):
+            members = group.group.members
+            tracks = sorted(t for i in members if (t := result.detections[i].track_id) is not None)
+            if len(tracks) == len(members):
+                seen.append(("-".join(map(str, tracks)), _detail(group)))
+        return seen
+
+    def step(self, state: State, t: float, fact: list[list[Any]]) -> Detail | None:
+        groups = {key: span for key, span in state.get("groups", {}).items() if t - span[1] <= self.max_gap_s}
+        matched = None
+        for key, detail in fact:
+            first, _, alerted = groups.get(key, (t, t, False))
+            groups[key] = [first, t, alerted]
+            if not alerted and t - first > self.duration_s:
+                groups[key][2] = True  # once per lasting group, however long it lasts
+                reason = f"together for {t - first:.0f} s: {detail['reason']}"
+                matched = matched or {**detail, "reason": reason, "risk_type": "lasting interaction"}
+        state["groups"] = groups
+        return matched
+
+
+class ZoneConflict(PatternBase):
+    """A pedestrian inside `zone` while a vehicle approaches it with time-to-collision under `ttc_s`."""
+
+    kind: Literal["zone_conflict"] = "zone_conflict"
+    zone: str = "crosswalk"
+    ttc_s: float = Field(2.0, gt=0)
+    level: RiskLevel = RiskLevel.HIGH
+    pedestrians: tuple[str, ...] = ("person",)
+    vehicles: tuple[str, ...] = VEHICLES
+
+    def fact(self, result: FrameResult) -> Detail | None:
+        for group in result.groups:
+            for pair in group.group.pairs:
+                if pair.ttc_s is None or pair.ttc_s >= self.ttc_s:
+                    continue
+                for walker, other in ((pair.first, pair.second), (pair.second, pair.first)):
+                    if self._is_conflict(result, walker, other):
+                        reason = (f"{result.detections[walker].label} in {self.zone}, "
+                                  f"{result.detections[other].label} {pair.ttc_s:.1f} s away")
+                        return _detail(group, self.level, f"{self.zone} conflict", reason,
+                                       VerdictSource.RULES)
+        return None
+
+    def _is_conflict(self, result: FrameResult, walker: int, other: int) -> bool:
+        pedestrian, vehicle = result.detections[walker], result.detections[other]
+        return (pedestrian.label in self.pedestrians and self.zone in pedestrian.zones
+                and vehicle.label in self.vehicles)
+
+    def step(self, state: State, t: float, fact: Detail | None) -> Detail | None:
+        return fact
+
+
+Pattern = Annotated[RiskyGroup | LevelFrames | LastingGroup | ZoneConflict, Field(discriminator="kind")]
+_PATTERNS = TypeAdapter(list[Pattern])
+
+
+class PatternsError(ValueError):
+    """A patterns file that cannot be used; the message names the file and the culprit."""
+
+
+def default_patterns(alert_level: RiskLevel = RiskLevel.HIGH) -> list[PatternBase]:
+    return [
+        RiskyGroup(name="risky-group", level=alert_level, cooldown_s=30),
+        LevelFrames(name="high-frames", level=RiskLevel.HIGH, frames=3, within_s=10, cooldown_s=60),
+        LastingGroup(name="lasting-group", level=RiskLevel.MEDIUM, duration_s=10, cooldown_s=60),
+        ZoneConflict(name="crosswalk-conflict", zone="crosswalk", ttc_s=2.0, cooldown_s=30),
+    ]
+
+
+def parse_patterns(data: Any, source: str = "patterns") -> list[PatternBase]:
+    items = data.get("patterns") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise PatternsError(f"{source}: expected a top-level `patterns:` list")
+    try:
+        patterns: list[PatternBase] = list(_PATTERNS.validate_python(items))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise PatternsError(f"{source}: patterns.{where}: {first['msg']}") from None
+    names = [p.name for p in patterns]
+    if len(names) != len(set(names)):
+        raise PatternsError(f"{source}: pattern names must be unique, got {names}")
+    return patterns
+
+
+def load_patterns(path: Path | None, alert_level: RiskLevel = RiskLevel.HIGH) -> list[PatternBase]:
+    """The patterns of a YAML file, or the built-in ones when no file is given."""
+    if path is None:
+        return default_patterns(alert_level)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PatternsError(f"{path}: {error}") from None
+    return parse_patterns(data, str(path))
+
+
+def _alert(frame: dict[str, Any], pattern: PatternBase, detail: Detail) -> Alert:
+    camera_id, seq, t = frame["camera_id"], frame["seq"], frame["t"]
+    return Alert(alert_id=f"{camera_id}:{pattern.name}:{seq}", camera_id=camera_id,
+                 frame_id=f"{camera_id}:{seq}", created_at=t, updated_at=t, pattern=pattern.name, **detail)
+
+
+class PatternEngine:
+    """Feeds one camera's frames to the patterns in capture order, `lateness_s` at most late.
+
+    The state is plain JSON (kept in Redis between tasks):
+    `{"next": seq or None, "watermark": newest capture time, "pending": {seq: frame},
+    "patterns": {name: state}}`.
+    """
+
+    def __init__(self, patterns: list[PatternBase], lateness_s: float) -> None:
+        self.patterns = patterns
+        self.lateness_s = lateness_s
+
+    def frame_facts(self, result: FrameResult) -> dict[str, Any]:
+        """The frame as the patterns need it later: small, JSON-safe."""
+        facts = {p.name: p.fact(result) for p in self.patterns if p.applies_to(result.camera_id)}
+        # Through JSON now, as in the state, so a frame runs the same waiting or not.
+        frame: dict[str, Any] = json.loads(json.dumps({"camera_id": result.camera_id, "seq": result.seq,
+                                                       "t": result.captured_at, "facts": facts}))
+        return frame
+
+    def advance(self, state: State | None, frame: dict[str, Any]) -> tuple[list[Alert], State]:
+        """Take one frame (from `frame_facts`); the alerts of every frame it lets run."""
+        state = state or {"next": None, "watermark": frame["t"], "pending": {}, "patterns": {}}
+        seq = frame["seq"]
+        if (state["next"] is not None and seq < state["next"]) or str(seq) in state["pending"]:
+            return [], state  # a redelivery, or later than the lateness allows
+        state["pending"][str(seq)] = frame
+        state["watermark"] = max(state["watermark"], frame["t"])
+        alerts = []
+        while (ready := self._next_ready(state)) is not None:
+            alerts += self._run(state, state["pending"].pop(str(ready)))
+            state["next"] = ready + 1
+        return alerts, state
+
+    def _next_ready(self, state: State) -> int | None:
+        """The next frame to run: the one expected, else the earliest waiting one once the
+        frames before it are too late to wait for (or it is a camera's very first frame)."""
+        pending = state["pending"]
+        if not pending:
+            return None
+        if state["next"] is not None and str(state["next"]) in pending:
+            return int(state["next"])
+        earliest = min(int(seq) for seq in pending)
+        waited = state["watermark"] - pending[str(earliest)]["t"]
+        return earliest if earliest == 1 or waited >= self.lateness_s else None
+
+    def _run(self, state: State, frame: dict[str, Any]) -> list[Alert]:
+        alerts = []
+        for pattern in self.patterns:
+            if pattern.name not in frame["facts"]:
+                continue
+            pattern_state = state["patterns"].setdefault(pattern.name, {})
+            detail = pattern.step(pattern_state, frame["t"], frame["facts"][pattern.name])
+            last = pattern_state.get("last_alert_t")
+            if detail is not None and (last is None or frame["t"] - last >= pattern.cooldown_s):
+                pattern_state["last_alert_t"] = frame["t"]
+                alerts.append(_alert(frame, pattern, detail))
+        return alerts
