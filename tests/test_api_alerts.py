@@ -175,3 +175,17 @@ def test_stats(web: tuple[Flask, FlaskClient, Store], query: str, status: int, m
         counted = [m for m in body["minutes"] if m["frames"]]
         assert [m["frames"] for m in counted] == [39, 6] and counted[0]["alerts"] == 4
         assert counted[0]["levels"]["high"] == 4 and counted[0]["classes"]["person"] == 36
+
+
+def test_metrics_count_alerts_by_state_late_results_and_webhooks(web: tuple[Flask, FlaskClient, Store]) -> None:
+    _, client, store = web
+    for n in range(3):
+        store.add_alert(alert(n, "a", RiskLevel.HIGH), now=110)
+    store.change_alert_state("a:risky-group:0", AlertState.RESOLVED, now=120)
+    store.count_webhook("delivered")
+    store.client.hincrby("tr:late_results", "a", 2)
+    text = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    for line in ('alerts{state="open"} 2.0', 'alerts{state="acknowledged"} 0.0', 'alerts{state="resolved"} 1.0',
+                 'results_late_total{camera="a"} 2.0', 'webhook_deliveries_total{outcome="delivered"} 1.0',
+                 'webhook_deliveries_total{outcome="failed"} 0.0'):
+        assert line in text

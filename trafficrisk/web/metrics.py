@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from trafficrisk.messages import CameraState
+from trafficrisk.messages import AlertState, CameraState
 from trafficrisk.queues import QUEUES
 from trafficrisk.web.api import store
 from trafficrisk.web.auth import api_auth_required
@@ -54,6 +54,23 @@ class FleetCollector:
         yield GaugeMetricFamily("cameras_configured", "Cameras configured",
                                 value=len(self.store.list_cameras()))
         yield from self.collect_llm()
+        yield from self.collect_alerts()
+
+    def collect_alerts(self) -> Iterator[Metric]:
+        alerts = GaugeMetricFamily("alerts", "Alerts kept, by state", labels=["state"])
+        counts = self.store.alert_states()
+        for state in AlertState:
+            alerts.add_metric([state], counts.get(state, 0))
+        yield alerts
+        late = CounterMetricFamily("results_late", "Results that came after their minute had closed",
+                                   labels=["camera"])
+        for camera_id, count in sorted(self.store.late_results().items()):
+            late.add_metric([camera_id], count)
+        yield late
+        webhooks = CounterMetricFamily("webhook_deliveries", "Webhook tries, by outcome", labels=["outcome"])
+        for outcome in ("delivered", "retried", "failed"):
+            webhooks.add_metric([outcome], self.store.webhooks().get(outcome, 0))
+        yield webhooks
 
     def collect_llm(self) -> Iterator[Metric]:
         outcomes = self.store.llm_outcomes()

@@ -468,14 +468,24 @@ class Store:
                since: float | None = None, state: AlertState | None = None, limit: int = 100) -> list[Alert]:
         """Newest first, filtered by camera, minimum level, creation time and state."""
         low = since if since is not None else "-inf"
-        ids = [i.decode() for i in self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low)]
-        raws = self.client.mget([alert_key(i) for i in ids]) if ids else []
-        alerts = (Alert.from_wire(raw) for raw in raws if raw is not None)
+        alerts = self._load_alerts(self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low))
         chosen = [a for a in alerts
                   if (camera_id is None or a.camera_id == camera_id)
                   and (level is None or a.risk_level.rank >= level.rank)
                   and (state is None or a.state is state)]
         return self._with_evidence(chosen[:limit])
+
+    def alert_states(self) -> dict[AlertState, int]:
+        """How many alerts are kept in each state."""
+        counts: dict[AlertState, int] = {}
+        for alert in self._load_alerts(self.client.zrange(ALERTS_KEY, 0, -1)):
+            counts[alert.state] = counts.get(alert.state, 0) + 1
+        return counts
+
+    def _load_alerts(self, ids: list[bytes]) -> list[Alert]:
+        """The alerts of these ids, in order; those past their retention are skipped."""
+        raws = self.client.mget([alert_key(i.decode()) for i in ids]) if ids else []
+        return [Alert.from_wire(raw) for raw in raws if raw is not None]
 
     # Evidence: an alert's frame, crop and clip, for the newest alerts.
     def put_evidence(self, alert: Alert, kind: str, blob: bytes) -> None:
