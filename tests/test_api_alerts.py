@@ -177,7 +177,7 @@ def test_stats(web: tuple[Flask, FlaskClient, Store], query: str, status: int, m
         assert counted[0]["levels"]["high"] == 4 and counted[0]["classes"]["person"] == 36
 
 
-def test_metrics_count_alerts_by_state_late_results_and_webhooks(web: tuple[Flask, FlaskClient, Store]) -> None:
+def test_metrics_count_alerts_late_results_and_webhooks(web: tuple[Flask, FlaskClient, Store]) -> None:
     _, client, store = web
     for n in range(3):
         store.add_alert(alert(n, "a", RiskLevel.HIGH), now=110)
