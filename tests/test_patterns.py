@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripted import HIGH, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
+from scripted import CAMERA, HIGH, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
 
 from trafficrisk.messages import Alert, FrameResult, RiskLevel
 from trafficrisk.workers.patterns import (
@@ -128,3 +128,27 @@ def test_no_patterns_file_means_the_built_in_ones_at_the_alert_level() -> None:
     patterns = load_patterns(None, RiskLevel.MEDIUM)
     assert [p.name for p in patterns] == ["risky-group", "high-frames", "lasting-group", "crosswalk-conflict"]
     assert isinstance(patterns[0], RiskyGroup) and patterns[0].level is RiskLevel.MEDIUM
+
+
+@pytest.mark.parametrize(
+    ("seventh", "alerts_by_arrival"),
+    [
+        ("result", {8: ["cam:risky:8"]}),
+        ("skipped", {8: ["cam:risky:8"]}),  # dropped before detection: nothing to wait for
+        ("missing", {18: ["cam:risky:8"]}),  # lost: frame 8 waits the lateness for it
+    ],
+)
+def test_frames_wait_only_for_frames_that_may_still_come(seventh: str, alerts_by_arrival: dict[int, list[str]]
+                                                          ) -> None:
+    engine = PatternEngine([RiskyGroup(name="risky")], LATENESS_S)
+    story = [scripted_result(seq, *([HIGH] if seq == 8 else [])) for seq in range(1, 20)]
+    state, raised = None, {}
+    for result in story:
+        if result.seq == 7 and seventh != "result":
+            if seventh == "skipped":
+                state = engine.advance(state, engine.skipped_frame(CAMERA, 7, result.captured_at))[1]
+            continue
+        new, state = engine.advance(state, engine.frame_facts(result))
+        if new:
+            raised[result.seq] = [a.alert_id for a in new]
+    assert raised == alerts_by_arrival

@@ -12,11 +12,13 @@ from celery.signals import celeryd_after_setup
 
 from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
 from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
-from trafficrisk.runtime import get_store
+from trafficrisk.runtime import get_pattern_engine, get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
 from trafficrisk.tasks.assess import assess_group
+from trafficrisk.tasks.evidence import open_alert
+from trafficrisk.workers.aggregation import record_skipped_frame
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
 from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
@@ -86,6 +88,9 @@ def drop(ref: FrameRef, reason: str) -> None:
     store = get_store()
     store.count_dropped(reason)
     store.end_flight(ref.camera_id, ref.frame_id)
+    for alert in record_skipped_frame(store, get_pattern_engine(), ref.camera_id, ref.seq, ref.captured_at,
+                                      time.time()):
+        open_alert(alert)
 
 
 def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:

@@ -37,3 +37,11 @@ def record_result(store: Store, engine: PatternEngine, result: FrameResult,
     saved = store.save_result(result)
     frame = engine.frame_facts(result)
     return saved, store.advance_patterns(result.camera_id, lambda state: engine.advance(state, frame), now)
+
+
+def record_skipped_frame(store: Store, engine: PatternEngine, camera_id: str, seq: int, captured_at: float,
+                         now: float) -> list[Alert]:
+    """A frame dropped before detection: the patterns go on past it at once; the alerts
+    of frames that were waiting for it."""
+    frame = engine.skipped_frame(camera_id, seq, captured_at)
+    return store.advance_patterns(camera_id, lambda state: engine.advance(state, frame), now)

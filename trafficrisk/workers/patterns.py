@@ -232,6 +232,12 @@ class PatternEngine:
                                                        "t": result.captured_at, "facts": facts}))
         return frame
 
+    @staticmethod
+    def skipped_frame(camera_id: str, seq: int, captured_at: float) -> dict[str, Any]:
+        """A frame that will have no result (dropped before detection): frames after it
+        need not wait for it."""
+        return {"camera_id": camera_id, "seq": seq, "t": captured_at, "facts": {}}
+
     def advance(self, state: State | None, frame: dict[str, Any]) -> tuple[list[Alert], State]:
         """Take one frame (from `frame_facts`); the alerts of every frame it lets run."""
         state = state or {"next": None, "watermark": frame["t"], "pending": {}, "patterns": {}}
