@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from pydantic import ValidationError
@@ -169,11 +169,12 @@ def alerts() -> Any:
     return jsonify([a.to_wire() for a in store().alerts(**_alert_filters())])
 
 
+def _no_alert(alert_id: str) -> NoReturn:
+    abort(404, f"no alert {alert_id!r} (unknown, or past its retention)")
+
+
 def _existing_alert(alert_id: str) -> Alert:
-    alert = store().get_alert(alert_id)
-    if alert is None:
-        abort(404, f"no alert {alert_id!r} (unknown, or past its retention)")
-    return alert
+    return store().get_alert(alert_id) or _no_alert(alert_id)
 
 
 @blueprint.get("/alerts/<alert_id>")
@@ -188,7 +189,7 @@ def _change_alert(alert_id: str, state: AlertState) -> Any:
     except ValueError as error:
         return _error(409, str(error))
     if changed is None:
-        abort(404, f"no alert {alert_id!r} (unknown, or past its retention)")
+        _no_alert(alert_id)
     current_app.extensions["socketio"].emit(ALERT, changed.to_wire())
     queue_webhooks(f"alert.{state}", changed)
     return jsonify(changed.to_wire())
