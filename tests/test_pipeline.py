@@ -7,114 +7,37 @@ Results must land in Redis and reach a Socket.IO client; every LLM outcome must 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 import requests
 import socketio
+from fleet import (
+    ARTIFACTS,
+    DEAD,
+    GOOD,
+    TOKEN,
+    Fleet,
+    dashboard,
+    ink_on,
+    newest_result,
+    running_fleet,
+    wait_for_frame,
+    wait_until,
+)
 
-from conftest import SAMPLE_VIDEO, LlmSim, RtspServer, free_port, stop_all, wait_for, wait_for_port
+from conftest import RtspServer
 from trafficrisk.messages import CameraState, FrameResult
-from trafficrisk.workers.store import Store
-
-TOKEN = "test-api-token"
-GOOD, DEAD = "campus", "dead"
-ROLES = ("detect", "assess", "aggregate")
-
-
-@dataclass
-class Fleet:
-    env: dict[str, str]
-    web_url: str
-    llm: LlmSim
-    store: Store
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def api(self, path: str) -> requests.Response:
-        return requests.get(self.web_url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
-
-    def log_tails(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log")))
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, fleet: Fleet | None = None) -> Any:
-    return wait_for(predicate, timeout, what, fleet.log_tails if fleet else None)
-
-
-def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
-    env.update({
-        "TRAFFICRISK_REDIS_URL": redis_url,
-        "TRAFFICRISK_CAMERAS_FILE": str(cameras_file),
-        "TRAFFICRISK_MODEL": "ssd",
-        "TRAFFICRISK_DEVICE": "cpu",
-        "TRAFFICRISK_LLM_BASE_URL": llm_url,
-        "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001",
-        "TRAFFICRISK_LLM_TIMEOUT_S": "1",
-        "TRAFFICRISK_LLM_CONCURRENCY": "8",
-        # Send every group to the LLM, so the chord runs on every frame with a group.
-        "TRAFFICRISK_LLM_GATE_SCORE": "0",
-        "TRAFFICRISK_API_TOKEN": TOKEN,
-        "TRAFFICRISK_DASHBOARD_PASSWORD": "test-password",
-        "TRAFFICRISK_SECRET_KEY": "test-secret",
-        "TRAFFICRISK_CAMERA_SYNC_S": "0.5",
-        "PORT": str(port),
-    })
-    return env
-
-
-def write_cameras(path: Path) -> None:
-    path.write_text(
-        "cameras:\n"
-        f"  - {{id: {GOOD}, url: '{SAMPLE_VIDEO}', sample_fps: 3}}\n"
-        f"  - {{id: {DEAD}, url: 'rtsp://127.0.0.1:{free_port()}/gone', sample_fps: 1}}\n")
-
-
-def start(fleet: Fleet, name: str, *args: str) -> None:
-    with (fleet.logs / f"{name}.log").open("wb") as log:
-        fleet.procs[name] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", *args], env=fleet.env,
-                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    client = redis.Redis.from_url(redis_server)
-    client.flushall()
-    logs = tmp_path_factory.mktemp("fleet-logs")
-    cameras = logs / "cameras.yaml"
-    write_cameras(cameras)
-    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.2")
-    port = free_port()
-    fleet = Fleet(fleet_env(redis_server, sim.url, cameras, port), f"http://127.0.0.1:{port}", sim,
-                  Store(client), logs)
-    try:
-        for role in ROLES:
-            start(fleet, role, "worker", role)
-        start(fleet, "web", "web")
-        start(fleet, "capture", "capture")
-        wait_for_port(port, timeout=30)
-        yield fleet
-    finally:
-        stop_all(fleet.procs)
-        sim.stop()
-        client.close()
-
-
-def newest_result(fleet: Fleet, after: float) -> FrameResult | None:
-    result = fleet.store.latest(GOOD)
-    return result if result is not None and result.captured_at > after else None
+    with running_fleet(redis_server, tmp_path_factory.mktemp("fleet-logs")) as running:
+        yield running
 
 
 def test_results_land_in_redis_and_reach_socketio(fleet: Fleet) -> None:
@@ -197,33 +120,6 @@ def test_socketio_needs_auth(fleet: Fleet, auth: dict[str, str] | None, refused:
     assert not refused, "an unauthenticated Socket.IO connection was accepted"
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@contextmanager
-def dashboard(fleet: Fleet) -> Iterator[Any]:
-    """A real headless Chromium page, logged in to the dashboard."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("chromium missing: scripts/setup --test installs it")
-        pytest.skip("chromium is not installed (scripts/setup --test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(fleet.web_url + "/")
-            page.fill("input[name=password]", "test-password")
-            page.click("button[type=submit]")
-            yield page
-        finally:
-            browser.close()
-
-
 def test_dashboard_shows_live_boxes_in_chromium(fleet: Fleet) -> None:
     """Log in with real headless Chromium; the tile's frame and overlay update without reload."""
     with dashboard(fleet) as page:
@@ -232,12 +128,8 @@ def test_dashboard_shows_live_boxes_in_chromium(fleet: Fleet) -> None:
         first_src = wait_for_frame(tile)
         page.wait_for_function(
             "([sel, src]) => document.querySelector(sel).src !== src",
-            arg=[f"article.tile[data-camera={GOOD}] img", first_src], timeout=30_000)
-        drawn = page.evaluate(f"""() => {{
-            const c = document.querySelector('article.tile[data-camera={GOOD}] canvas');
-            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
-            return n; }}""")
+            arg=[f"article.tile[data-camera={GOOD}] .frame img", first_src], timeout=30_000)
+        drawn = ink_on(page, f"article.tile[data-camera={GOOD}] .frame canvas")
         assert drawn > 500, "no boxes drawn over the frame"
         assert page.locator(".badge.llm-on").count() == 1
         ARTIFACTS.mkdir(exist_ok=True)
@@ -254,27 +146,19 @@ def test_a_hostile_reason_is_stored_and_shown_as_text(fleet: Fleet) -> None:
         def hostile_alerts() -> list[dict[str, Any]]:
             return [a for a in fleet.api("/api/alerts?limit=50").json() if a["reason"] == HOSTILE]
 
-        alerts = wait_until(hostile_alerts, 90, "an alert carrying the hostile reason", fleet)
+        # The risky-group pattern waits 30 s (capture time) after the camera's last alert.
+        alerts = wait_until(hostile_alerts, 150, "an alert carrying the hostile reason", fleet)
         assert alerts[0]["risk_level"] == "high" and alerts[0]["source"] == "llm"  # the text changed nothing
         with dashboard(fleet) as page:
             shown = page.locator("#alerts li", has_text="Ignore previous instructions").first
             shown.wait_for(timeout=30_000)
             assert '<img src=x onerror="window.pwned=1">' in shown.inner_text()
-            assert page.locator("#alerts img").count() == 0
+            # The only images in the feed are the evidence thumbnails the page made itself.
+            sources = page.locator("#alerts img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")
+            assert all(src.startswith("/api/alerts/") for src in sources), sources
             assert page.evaluate("() => window.pwned") is None
     finally:
-        fleet.llm.configure()
-
-
-def wait_for_frame(tile: Any) -> str:
-    img = tile.locator("img")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        src = img.get_attribute("src") or ""
-        if "frame.jpg?seq=" in src and img.evaluate("i => i.complete && i.naturalWidth > 0"):
-            return src
-        time.sleep(0.2)
-    raise AssertionError("the tile never showed a frame")
+        fleet.llm.configure(risk_level="")
 
 
 def test_rtsp_camera_added_through_the_api_survives_a_server_restart(fleet: Fleet,

@@ -8,11 +8,11 @@ from typing import Any
 
 import redis
 from flask import Flask
-from flask_socketio import SocketIO, emit
+from flask_socketio import ConnectionRefusedError, SocketIO, emit
 
 from trafficrisk.events import CAMERA_STATUS, SOCKETIO_CHANNEL
 from trafficrisk.settings import Settings, get_settings
-from trafficrisk.web import api, metrics, pages
+from trafficrisk.web import api, metrics, pages, system
 from trafficrisk.web.auth import Credentials, is_authorized
 from trafficrisk.workers.store import Store
 
@@ -34,10 +34,9 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     app.extensions["trafficrisk.settings"] = settings
     app.extensions["trafficrisk.credentials"] = Credentials(settings)
-    app.extensions["trafficrisk.store"] = Store(client, frame_ttl_s=settings.frame_ttl_s,
-                                                history_length=settings.history_length,
-                                                alerts_length=settings.alerts_length)
-    for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint):
+    app.extensions["trafficrisk.store"] = Store.from_settings(client, settings)
+    app.extensions["trafficrisk.worker_probe"] = system.WorkerProbe(settings.redis_url)
+    for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint, system.blueprint):
         app.register_blueprint(blueprint)
     # threading mode: eventlet is unmaintained; gunicorn's gthread worker serves it.
     socketio = SocketIO(app, async_mode="threading", message_queue=settings.redis_url,
@@ -51,6 +50,7 @@ def _register_socket_handlers(socketio: SocketIO, app: Flask) -> None:
     def _connect(auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         if not is_authorized(token):
+            # Socket.IO's own exception: its message reaches the client's connect_error.
             raise ConnectionRefusedError("authentication required")
         store: Store = app.extensions["trafficrisk.store"]
         for status in store.statuses().values():

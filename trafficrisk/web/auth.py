@@ -1,6 +1,9 @@
 """Who may see what: a password login for pages, a bearer token for the API.
 
 Socket.IO connections need the same session (or the token in their auth payload).
+A page that changes something through the API with the session cookie must send the
+session's CSRF token in `X-CSRF-Token`: the cookie goes along with any request the
+browser makes, a header only with the page's own scripts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from trafficrisk.settings import Settings
 
 USER = "admin"
+CSRF_HEADER = "X-CSRF-Token"
+# Methods that change nothing need no CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 View = TypeVar("View", bound=Callable[..., Any])
 
 
@@ -56,10 +62,16 @@ def is_authorized(token: str | None = None) -> bool:
 
 
 def api_auth_required(view: View) -> View:
+    """A valid bearer token, or a logged-in session (with the CSRF header to change anything)."""
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if not is_authorized():
+        if credentials().token_matches(bearer_token()):
+            return view(*args, **kwargs)
+        if not is_logged_in():
             return jsonify(error="authentication required: log in or send a bearer token"), 401
+        if request.method not in SAFE_METHODS and not is_csrf_header_valid():
+            return jsonify(error=f"missing or wrong CSRF token: a logged-in page must send the {CSRF_HEADER} "
+                           "header with the page's csrf-token (reload the page and try again)"), 400
         return view(*args, **kwargs)
 
     return cast(View, guarded)
@@ -82,8 +94,16 @@ def csrf_token() -> str:
     return str(token)
 
 
-def check_csrf() -> None:
-    sent = request.form.get("csrf_token", "")
+def is_csrf_valid(sent: str) -> bool:
     expected = session.get("csrf", "")
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    return bool(sent) and bool(expected) and hmac.compare_digest(sent.encode(), str(expected).encode())
+
+
+def is_csrf_header_valid() -> bool:
+    return is_csrf_valid(request.headers.get(CSRF_HEADER, ""))
+
+
+def check_csrf() -> None:
+    """For forms: the token in the hidden `csrf_token` field."""
+    if not is_csrf_valid(request.form.get("csrf_token", "")):
         abort(400, "missing or wrong CSRF token: reload the page and try again")
