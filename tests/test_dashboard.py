@@ -261,12 +261,16 @@ def test_the_system_panel_shows_the_fleet(page: Any) -> None:
     assert "sk-test-0001" not in page.content()
 
 
-def test_charts_count_frames_per_minute(page: Any) -> None:
+def test_charts_count_frames_per_minute_and_follow_stats_events(page: Any) -> None:
     chart = tile(page, GOOD).locator(".chart")
-    page.wait_for_function(
-        "(sel) => Number(document.querySelector(sel).dataset.minutes || 0) >= 1",
-        arg=f"article.tile[data-camera={GOOD}] .chart", timeout=90_000)
-    assert ink_on(page, f"article.tile[data-camera={GOOD}] .chart canvas") > 100
+    selector = f"article.tile[data-camera={GOOD}] .chart"
+    page.wait_for_function("(sel) => Number(document.querySelector(sel).dataset.frames || 0) > 0",
+                           arg=selector, timeout=90_000)
+    counted = int(chart.get_attribute("data-frames") or 0)
+    # The page fetched the counts once: more frames can only come from `stats` events.
+    page.wait_for_function("([sel, n]) => Number(document.querySelector(sel).dataset.frames) > n",
+                           arg=[selector, counted], timeout=60_000)
+    assert ink_on(page, f"{selector} canvas") > 100
     assert "person" in chart.locator(".chart-legend").inner_text()
 
 
@@ -337,6 +341,12 @@ def test_screenshots_with_alerts_at_laptop_and_phone_widths(page: Any, fleet: Fl
         page.click("#add-camera")
         page.screenshot(path=str(SCREENSHOTS / "camera-form-phone.png"))
         assert page.locator("#camera-dialog").bounding_box()["width"] <= PHONE["width"]
+        page.locator("#camera-form button.cancel").click()
+        tile(page, GOOD).locator("button.edit-geometry").click()
+        page.wait_for_function("() => document.querySelector('#geometry-dialog img').naturalWidth > 0")
+        page.wait_for_timeout(300)  # the zones are drawn once the frame has loaded
+        page.screenshot(path=str(SCREENSHOTS / "zones-editor-phone.png"))
+        assert page.locator("#geometry-dialog").bounding_box()["width"] <= PHONE["width"]
     finally:
         fleet.request("PUT", f"/api/cameras/{GOOD}", json=original)
 

@@ -73,6 +73,7 @@ function drawChart(cameraId) {
   drawLevelBars(ctx, minutes, { top: 12, bottom: split - 2, width: canvas.width });
   drawClassLines(ctx, minutes, classes, { top: split + 12, bottom: canvas.height - 2, width: canvas.width });
   figure.dataset.minutes = String(minutes.filter((m) => m.frames).length);
+  figure.dataset.frames = String(minutes.reduce((sum, m) => sum + m.frames, 0));
   showLegend(figure, classes, minutes);
 }
 
