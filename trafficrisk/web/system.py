@@ -32,7 +32,7 @@ PING_CACHE_S = 5.0
 QUANTILES = {"p50": 0.5, "p95": 0.95}
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerSighting:
     names: list[str]
     checked_at: float
@@ -54,16 +54,21 @@ class WorkerProbe:
 
     def workers(self) -> WorkerSighting:
         last = self._last
-        if last is not None and time.time() - last.checked_at < self.cache_s:
-            return last
-        # One ping at a time; whoever finds one under way takes the last answer.
+        if self._is_fresh(last):
+            return cast(WorkerSighting, last)
+        # One ping at a time; whoever finds one under way takes the last answer (the very
+        # first callers wait for it).
         if not self._lock.acquire(blocking=last is None):
             return cast(WorkerSighting, last)
         try:
-            self._last = self._ping()
-            return self._last
+            if not self._is_fresh(self._last):
+                self._last = self._ping()
+            return cast(WorkerSighting, self._last)
         finally:
             self._lock.release()
+
+    def _is_fresh(self, sighting: WorkerSighting | None) -> bool:
+        return sighting is not None and time.time() - sighting.checked_at < self.cache_s
 
     def _ping(self) -> WorkerSighting:
         try:
