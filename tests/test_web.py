@@ -358,9 +358,6 @@ ENGINES = ("ultralytics", "torch", "trafficrisk.workers.detection", "trafficrisk
            "trafficrisk.tasks.assess")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/api.py imports CLIP_MIMETYPE from workers.evidence, which imports workers.analysis and with it "
-    "workers.detection, tracking, rules and cv2: move the constant somewhere light, then drop this mark"))
 def test_the_web_imports_no_engine() -> None:
     """The detector and the LLM client stay out of the web process (memory, start-up, CUDA)."""
     import subprocess

@@ -13,8 +13,7 @@ from trafficrisk.events import ALERT
 from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
-from trafficrisk.workers.evidence import CLIP_MIMETYPE
-from trafficrisk.workers.store import Store, frame_key
+from trafficrisk.workers.store import EVIDENCE_MIMETYPES, Store, frame_key
 from trafficrisk.workers.windows import MINUTE_S
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -207,18 +206,15 @@ def resolve_alert(alert_id: str) -> Any:
     return _change_alert(alert_id, AlertState.RESOLVED)
 
 
-EVIDENCE_FILES = {"frame.jpg": ("frame", "image/jpeg"), "crop.jpg": ("crop", "image/jpeg"),
-                  "clip.webm": ("clip", CLIP_MIMETYPE)}
-
-
 @blueprint.get("/alerts/<alert_id>/<any('frame.jpg', 'crop.jpg', 'clip.webm'):name>")
 @api_auth_required
 def alert_evidence(alert_id: str, name: str) -> Any:
-    kind, mimetype = EVIDENCE_FILES[name]
+    kind = name.split(".")[0]
     blob = store().evidence(alert_id, kind)
     if blob is None:
         abort(404, f"alert {alert_id!r} has no {kind} (none kept, or past its retention)")
-    return Response(blob, mimetype=mimetype, headers={"Cache-Control": "private, max-age=3600"})
+    cache = {"Cache-Control": "private, max-age=3600"}  # evidence never changes once kept
+    return Response(blob, mimetype=EVIDENCE_MIMETYPES[kind], headers=cache)
 
 
 @blueprint.get("/stats")

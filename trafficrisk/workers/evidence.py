@@ -14,9 +14,9 @@ from trafficrisk.workers.analysis import crop_box, decode_jpeg, encode_jpeg
 
 CLIP_WIDTH = 480  # small enough for hundreds of clips in Redis, big enough to see who did what
 CLIP_MAX_FRAMES = 60
-# WebM with VP8: Chromium and Firefox play it, and OpenCV's bundled FFmpeg writes it.
+# WebM with VP8: Chromium and Firefox play it, and OpenCV's bundled FFmpeg writes it
+# (it prints a line that the tag is "not supported" for WebM, then writes the right one).
 CLIP_FOURCC = "VP80"
-CLIP_MIMETYPE = "video/webm"
 
 
 def crop_evidence(frame_jpeg: bytes, box: Box, quality: int = 85) -> bytes:

@@ -25,6 +25,8 @@ LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 LATE_RESULTS_KEY = PREFIX + "late_results"
 EVIDENCE_KEY = PREFIX + "evidence"
 EVIDENCE_KINDS = ("frame", "crop", "clip")
+# The clip is VP8 WebM (workers/evidence.py): Chromium and Firefox play it.
+EVIDENCE_MIMETYPES = {"frame": "image/jpeg", "crop": "image/jpeg", "clip": "video/webm"}
 WEBHOOKS_KEY = PREFIX + "webhooks"
 LLM_TIMINGS_KEPT = 10_000
 # A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
