@@ -79,6 +79,12 @@ def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> di
     return env
 
 
+# A short cooldown, so a test that makes every group high sees a new alert within seconds.
+PATTERNS = ("patterns:\n"
+            "  - {name: risky-group, kind: risky_group, level: high, cooldown_s: 5}\n"
+            "  - {name: high-frames, kind: level_frames, frames: 3, within_s: 10, cooldown_s: 60}\n")
+
+
 def write_cameras(path: Path) -> None:
     path.write_text(
         "cameras:\n"
@@ -98,12 +104,13 @@ def running_fleet(redis_url: str, logs: Path) -> Iterator[Fleet]:
     against an emptied Redis and the LLM simulator."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    cameras = logs / "cameras.yaml"
+    cameras, patterns = logs / "cameras.yaml", logs / "patterns.yaml"
     write_cameras(cameras)
+    patterns.write_text(PATTERNS)
     sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.2")
     port = free_port()
-    fleet = Fleet(fleet_env(redis_url, sim.url, cameras, port), f"http://127.0.0.1:{port}", sim,
-                  Store(client), logs)
+    env = {**fleet_env(redis_url, sim.url, cameras, port), "TRAFFICRISK_PATTERNS_FILE": str(patterns)}
+    fleet = Fleet(env, f"http://127.0.0.1:{port}", sim, Store(client), logs)
     try:
         for role in ROLES:
             start(fleet, role, "worker", role)

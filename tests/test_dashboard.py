@@ -276,14 +276,14 @@ def test_charts_count_frames_per_minute_and_follow_stats_events(page: Any) -> No
 
 def test_an_alert_is_acknowledged_then_resolved_from_the_feed(page: Any, fleet: Fleet) -> None:
     shown_before = page.locator("#alerts li").evaluate_all("items => items.map(i => i.dataset.alertId)")
-    # Every group judged high: the built-in risky-group pattern alerts, once its cooldown
-    # (30 s of capture time) after any earlier alert on the camera has passed.
+    # Every group judged high: the fleet's risky-group pattern alerts, once its cooldown
+    # (5 s of capture time) after any earlier alert on the camera has passed.
     fleet.llm.configure(risk_level="high")
     try:
         alert_id = page.wait_for_function(
             """(before) => [...document.querySelectorAll("#alerts li[data-state=open]")]
                 .map((item) => item.dataset.alertId).find((id) => !before.includes(id))""",
-            arg=shown_before, timeout=150_000).json_value()
+            arg=shown_before, timeout=90_000).json_value()
     finally:
         fleet.llm.configure(risk_level="")
     item = page.locator(f'#alerts li[data-alert-id="{alert_id}"]')
@@ -313,7 +313,7 @@ def test_screenshots_with_alerts_at_laptop_and_phone_widths(page: Any, fleet: Fl
     if not fleet.api("/api/alerts?limit=1").json():
         fleet.llm.configure(risk_level="high")
         try:
-            wait_until(lambda: fleet.api("/api/alerts?limit=1").json(), 150, "an alert", fleet)
+            wait_until(lambda: fleet.api("/api/alerts?limit=1").json(), 90, "an alert", fleet)
         finally:
             fleet.llm.configure(risk_level="")
     page.locator("#alerts li").first.wait_for(timeout=30_000)

@@ -147,7 +147,7 @@ def test_a_hostile_reason_is_stored_and_shown_as_text(fleet: Fleet) -> None:
             return [a for a in fleet.api("/api/alerts?limit=50").json() if a["reason"] == HOSTILE]
 
         # The risky-group pattern waits 30 s (capture time) after the camera's last alert.
-        alerts = wait_until(hostile_alerts, 150, "an alert carrying the hostile reason", fleet)
+        alerts = wait_until(hostile_alerts, 90, "an alert carrying the hostile reason", fleet)
         assert alerts[0]["risk_level"] == "high" and alerts[0]["source"] == "llm"  # the text changed nothing
         with dashboard(fleet) as page:
             shown = page.locator("#alerts li", has_text="Ignore previous instructions").first
