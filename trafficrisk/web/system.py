@@ -1,8 +1,8 @@
 """GET /api/system: the fleet's health at a glance, for the dashboard's system panel.
 
 Everything comes from Redis, where every process of the fleet writes its counts, except
-the live workers, which answer a Celery ping. The web never imports the tasks or the
-engines: it pings through a Celery app of its own that only knows the broker.
+the live workers, which answer a Celery ping, sent through a Celery app of its own that
+only knows the broker (no task modules, no engines).
 """
 
 from __future__ import annotations
