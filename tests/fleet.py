@@ -28,7 +28,7 @@ from trafficrisk.workers.store import Store
 TOKEN = "test-api-token"
 PASSWORD = "test-password"
 GOOD, DEAD = "campus", "dead"
-ROLES = ("detect", "assess", "aggregate")
+ROLES = ("detect", "assess", "aggregate", "alerts")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,31 +123,37 @@ def sample_jpeg() -> bytes:
 
 
 @pytest.fixture
-def aggregate_worker(redis_url: str, tmp_path: Path) -> Iterator[Path]:
+def aggregate_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Real aggregate and alerts (clips) worker processes; yields their logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
     env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LATENESS_S": str(LATENESS_S),
                 "TRAFFICRISK_CLIP_BEFORE_S": "2", "TRAFFICRISK_CLIP_AFTER_S": "1"})
-    log = tmp_path / "aggregate.log"
-    command = [sys.executable, "-m", "trafficrisk.cli", "worker", "aggregate"]
-    with log.open("wb") as out:
-        procs = {"aggregate": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                               start_new_session=True)}
+    procs = {}
+    for role in ("aggregate", "alerts"):
+        with (tmp_path / f"{role}.log").open("wb") as out:
+            procs[role] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", "worker", role], env=env,
+                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def logs() -> str:
+        return "\n".join(f"--- {role}\n{(tmp_path / f'{role}.log').read_text()[-3000:]}" for role in procs)
+
     try:
-        wait_for(lambda: "ready" in log.read_text(), 60, "the aggregate worker", log.read_text)
-        yield log
+        wait_for(lambda: all(" ready." in (tmp_path / f"{role}.log").read_text() for role in procs), 60,
+                 "the aggregate and alerts workers", logs)
+        yield logs
     finally:
         stop_all(procs)
 
 
 def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
-        client: Any, producer: Any, aggregate_worker: Path) -> None:
+        client: Any, producer: Any, aggregate_worker: Callable[[], str]) -> None:
     start = (time.time() // 60) * 60 - 100  # recent, so nothing is past its retention
     story = scripted_story(start=start)
     store = Store(client, lateness_s=LATENESS_S)
     store.put_frames([(CAMERA, r.seq, sample_jpeg()) for r in story])
     for result in jittered(story, delay=6, duplicates=10, seed=5):
         producer.send_task("trafficrisk.aggregate", args=[[], result.to_wire()], queue=AGGREGATE_QUEUE)
-    logs = aggregate_worker.read_text
+    logs = aggregate_worker
     wait_for(lambda: len(store.history(CAMERA, 100)) == 45, 60, "all 45 results", logs)
     alerts = wait_for(lambda: len(a := store.alerts()) == 4 and a, 30, "four alerts", logs)
     assert {a.alert_id for a in alerts} == STORY_ALERTS

@@ -16,6 +16,7 @@ from fleet import (
     GOOD,
     LAPTOP,
     PHONE,
+    ROLES,
     Fleet,
     chromium,
     ink_on,
@@ -254,8 +255,8 @@ def test_zones_and_calibration_drawn_on_the_frame(page: Any, fleet: Fleet) -> No
 
 def test_the_system_panel_shows_the_fleet(page: Any) -> None:
     panel = page.locator("#system-panel")
-    panel.locator(".workers-alive", has_text="3 alive").wait_for(timeout=60_000)
-    assert panel.locator("li", has_text="detect@").count() == 1
+    panel.locator(".workers-alive", has_text=f"{len(ROLES)} alive").wait_for(timeout=60_000)
+    assert [panel.locator("li", has_text=f"{role}@").count() for role in ROLES] == [1] * len(ROLES)
     assert panel.locator("h3", has_text="Queues").count() == 1
     assert panel.locator("td", has_text="...0001").count() == 1  # the key, masked
     assert "sk-test-0001" not in page.content()

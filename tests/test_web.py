@@ -293,7 +293,7 @@ def test_system_reports_the_fleet(client: FlaskClient, store: Store) -> None:
     store.count_webhook("delivered")
     store.count_webhook("failed")
     system = client.get("/api/system", headers=AUTH).json or {}
-    assert system["queues"] == {"detect": 2, "llm.high": 1, "llm.low": 0, "aggregate": 0}
+    assert system["queues"] == {"detect": 2, "llm.high": 1, "llm.low": 0, "aggregate": 0, "alerts": 0}
     assert system["llm"]["cache_hit_rate"] == 0.25  # cache / (cache + llm); fallbacks are no answer
     assert system["llm"]["latency_s"]["low"] == {"count": 4, "p50": 3.0, "p95": 4.0}
     assert system["llm"]["latency_s"]["high"] == {"count": 0, "p50": None, "p95": None}

@@ -1,4 +1,4 @@
-"""Alert webhooks: signatures, retry decisions and backoff; then a real aggregate worker
+"""Alert webhooks: signatures, retry decisions and backoff; then a real alerts worker
 delivering to real loopback receivers over a real Redis, retrying and giving up."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from celery import Celery
 
 from conftest import free_port, stop_all, wait_for
 from trafficrisk.messages import Alert, AlertState, RiskLevel, VerdictSource
-from trafficrisk.queues import AGGREGATE_QUEUE
+from trafficrisk.queues import ALERTS_QUEUE
 from trafficrisk.workers.store import Store
 from trafficrisk.workers.webhook import (
     DELIVERY_HEADER,
@@ -323,7 +323,7 @@ class Fleet:
 
     def send(self, url: str, event: WebhookEvent, alert: Alert) -> None:
         self.producer.send_task("trafficrisk.deliver_webhook", args=[url, event.value, alert.to_wire()],
-                                queue=AGGREGATE_QUEUE)
+                                queue=ALERTS_QUEUE)
 
     def wait_for_counts(self, before: dict[str, int], **deltas: int) -> dict[str, int]:
         """Waits until the counts moved by `deltas` at least, then returns them all moved."""
@@ -337,17 +337,17 @@ class Fleet:
         return result
 
 
-def start_aggregate_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fleet]:
+def start_alerts_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fleet]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # before the worker declares its queues: a flush after would drop them
     producer = Celery("producer", broker=redis_url)
     producer.conf.update(task_serializer="json", accept_content=["json"], task_default_priority=5)
     with log.open("wb") as out:
-        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "aggregate"]
-        procs = {"aggregate": subprocess.Popen(command, env=worker_env(redis_url, **env), stdout=out,
+        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "alerts"]
+        procs = {"alerts": subprocess.Popen(command, env=worker_env(redis_url, **env), stdout=out,
                                                stderr=subprocess.STDOUT, start_new_session=True)}
     try:
-        wait_for(lambda: " ready." in log.read_text(), 90, "the aggregate worker", log.read_text)
+        wait_for(lambda: " ready." in log.read_text(), 90, "the alerts worker", log.read_text)
         yield Fleet(Store(client), producer, log, redis_url)
     finally:
         stop_all(procs)
@@ -357,8 +357,8 @@ def start_aggregate_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fl
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A real `trafficrisk worker aggregate` that signs with SECRET, for the module's tests."""
-    yield from start_aggregate_worker(redis_server, tmp_path_factory.mktemp("webhooks") / "aggregate.log",
+    """A real `trafficrisk worker alerts` that signs with SECRET, for the module's tests."""
+    yield from start_alerts_worker(redis_server, tmp_path_factory.mktemp("webhooks") / "alerts.log",
                                       TRAFFICRISK_WEBHOOK_SECRET=SECRET)
 
 
@@ -443,7 +443,7 @@ print(json.dumps({"published": published, "heavy": heavy}))
 """
 
 
-def test_queue_webhooks_sends_one_task_per_url_to_the_aggregate_queue(fleet: Fleet,
+def test_queue_webhooks_sends_one_task_per_url_to_the_alerts_queue(fleet: Fleet,
                                                                        receivers: list[Receiver]) -> None:
     receivers.extend([Receiver([200]), Receiver([204])])
     alert = make_alert("a-queued", AlertState.RESOLVED)
@@ -453,7 +453,7 @@ def test_queue_webhooks_sends_one_task_per_url_to_the_aggregate_queue(fleet: Fle
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["published"] == [["trafficrisk.deliver_webhook", AGGREGATE_QUEUE]] * 2
+    assert report["published"] == [["trafficrisk.deliver_webhook", ALERTS_QUEUE]] * 2
     assert report["heavy"] == []  # the web imports this module: no detector, no numpy
     assert fleet.wait_for_counts(before, delivered=2) == {"delivered": 2, "retried": 0, "failed": 0}
     for receiver in receivers:
@@ -468,7 +468,7 @@ def test_without_a_secret_deliveries_are_unsigned_and_the_worker_warns_once(
     receivers.append(receiver)
     # Database 1: the module's signing worker consumes the same queue on database 0.
     unsigned_url = redis_server.rsplit("/", 1)[0] + "/1"
-    workers = start_aggregate_worker(unsigned_url, tmp_path / "unsigned.log",
+    workers = start_alerts_worker(unsigned_url, tmp_path / "unsigned.log",
                                      TRAFFICRISK_WEBHOOK_URLS=receiver.url)
     fleet = next(workers)
     try:

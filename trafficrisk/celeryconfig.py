@@ -2,7 +2,7 @@
 
 from kombu import Queue
 
-from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE, LLM_LOW_QUEUE, QUEUES
+from trafficrisk.queues import AGGREGATE_QUEUE, ALERTS_QUEUE, DETECT_QUEUE, LLM_LOW_QUEUE, QUEUES
 from trafficrisk.settings import get_settings
 
 _settings = get_settings()
@@ -23,8 +23,8 @@ task_routes = {
     "trafficrisk.detect": {"queue": DETECT_QUEUE},
     "trafficrisk.assess": {"queue": LLM_LOW_QUEUE},
     "trafficrisk.aggregate": {"queue": AGGREGATE_QUEUE},
-    "trafficrisk.collect_clip": {"queue": AGGREGATE_QUEUE},
-    "trafficrisk.deliver_webhook": {"queue": AGGREGATE_QUEUE},
+    "trafficrisk.collect_clip": {"queue": ALERTS_QUEUE},
+    "trafficrisk.deliver_webhook": {"queue": ALERTS_QUEUE},
 }
 # On Redis a message without priority counts as the highest; give every message one.
 task_default_priority = 5

@@ -17,11 +17,12 @@ CELERY_APP = "trafficrisk.tasks.app"
 
 # How each role's worker runs: detect holds a model, so one process, with a task
 # thread per frame of a batch; assess waits on HTTP, so many threads; aggregate
-# does short Redis writes.
+# does short Redis writes; alerts encodes clips and waits on webhook receivers.
 WORKER_ROLES = {
     "detect": ["-Q", "detect", "-P", "threads"],
     "assess": ["-Q", "llm.high,llm.low", "-P", "threads"],
     "aggregate": ["-Q", "aggregate", "-P", "threads", "-c", "4"],
+    "alerts": ["-Q", "alerts", "-P", "threads", "-c", "8"],
 }
 
 

@@ -5,4 +5,6 @@ LLM_HIGH_QUEUE = "llm.high"
 LLM_LOW_QUEUE = "llm.low"
 # The broker serves a worker's queues in name order (celeryconfig): llm.high sorts first.
 AGGREGATE_QUEUE = "aggregate"
-QUEUES = (DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE, AGGREGATE_QUEUE)
+# What follows an alert (its clip, its webhooks): slow or hanging work kept off aggregate.
+ALERTS_QUEUE = "alerts"
+QUEUES = (DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE, AGGREGATE_QUEUE, ALERTS_QUEUE)

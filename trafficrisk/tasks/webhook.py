@@ -15,7 +15,7 @@ from celery import Task
 from celery.signals import celeryd_after_setup
 
 from trafficrisk.messages import Alert
-from trafficrisk.queues import AGGREGATE_QUEUE
+from trafficrisk.queues import ALERTS_QUEUE
 from trafficrisk.runtime import get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
@@ -56,7 +56,7 @@ def http_client() -> httpx.Client:
 @celeryd_after_setup.connect
 def _warn_if_unsigned(sender: str, instance: Any, **_: Any) -> None:
     settings = get_settings()
-    if (AGGREGATE_QUEUE in instance.app.amqp.queues.consume_from and settings.webhook_urls
+    if (ALERTS_QUEUE in instance.app.amqp.queues.consume_from and settings.webhook_urls
             and settings.webhook_secret is None):
         log.warning("TRAFFICRISK_WEBHOOK_SECRET is not set: webhooks are sent unsigned")
 
