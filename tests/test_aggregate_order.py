@@ -7,6 +7,7 @@ within the allowed lateness. Against a real Redis, and through a real aggregate 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,11 +22,11 @@ import pytest
 from scripted import CAMERA, START, STORY_ALERTS, jittered, moved, scripted_story
 
 from conftest import SAMPLE_VIDEO, stop_all, wait_for
-from trafficrisk.messages import Alert, FrameResult, RiskLevel
-from trafficrisk.queues import AGGREGATE_QUEUE
+from trafficrisk.messages import Alert, FrameRef, FrameResult, RiskLevel
+from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
 from trafficrisk.workers.patterns import PatternEngine, default_patterns
-from trafficrisk.workers.store import Store
+from trafficrisk.workers.store import Store, frame_key, patterns_key
 
 LATENESS_S = 10.0
 STORY = scripted_story()
@@ -123,13 +124,15 @@ def sample_jpeg() -> bytes:
 
 
 @pytest.fixture
-def aggregate_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """Real aggregate and alerts (clips) worker processes; yields their logs."""
+def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Real detect (no model: no detections), aggregate and alerts (clips) worker processes;
+    yields their logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
     env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LATENESS_S": str(LATENESS_S),
-                "TRAFFICRISK_CLIP_BEFORE_S": "2", "TRAFFICRISK_CLIP_AFTER_S": "1"})
+                "TRAFFICRISK_CLIP_BEFORE_S": "2", "TRAFFICRISK_CLIP_AFTER_S": "1",
+                "TRAFFICRISK_MODEL": "none", "TRAFFICRISK_DETECT_BATCH_SIZE": "1"})
     procs = {}
-    for role in ("aggregate", "alerts"):
+    for role in ("detect", "aggregate", "alerts"):
         with (tmp_path / f"{role}.log").open("wb") as out:
             procs[role] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", "worker", role], env=env,
                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -139,21 +142,21 @@ def aggregate_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], st
 
     try:
         wait_for(lambda: all(" ready." in (tmp_path / f"{role}.log").read_text() for role in procs), 60,
-                 "the aggregate and alerts workers", logs)
+                 "the workers", logs)
         yield logs
     finally:
         stop_all(procs)
 
 
 def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
-        client: Any, producer: Any, aggregate_worker: Callable[[], str]) -> None:
+        client: Any, producer: Any, workers: Callable[[], str]) -> None:
     start = (time.time() // 60) * 60 - 100  # recent, so nothing is past its retention
     story = scripted_story(start=start)
     store = Store(client, lateness_s=LATENESS_S)
     store.put_frames([(CAMERA, r.seq, sample_jpeg()) for r in story])
     for result in jittered(story, delay=6, duplicates=10, seed=5):
         producer.send_task("trafficrisk.aggregate", args=[[], result.to_wire()], queue=AGGREGATE_QUEUE)
-    logs = aggregate_worker
+    logs = workers
     wait_for(lambda: len(store.history(CAMERA, 100)) == 45, 60, "all 45 results", logs)
     alerts = wait_for(lambda: len(a := store.alerts()) == 4 and a, 30, "four alerts", logs)
     assert {a.alert_id for a in alerts} == STORY_ALERTS
@@ -172,3 +175,20 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
         assert crop is not None and 0 < crop.shape[1] < 768  # the group's box, not the frame
         clip = store.evidence(alert.alert_id, "clip") or b""
         assert clip[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file
+
+
+def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
+                                                   workers: Callable[[], str]) -> None:
+    store, now, jpeg = Store(client), time.time(), sample_jpeg()
+    refs = [FrameRef(camera_id="drops", seq=seq, captured_at=now + seq / 5, frame_key=frame_key("drops", seq),
+                     width=768, height=576) for seq in range(1, 9)]
+    store.put_frames([("drops", ref.seq, jpeg) for ref in refs if ref.seq != 5])  # frame 5 expired
+    for ref in refs:
+        producer.send_task("trafficrisk.detect", args=[ref.to_wire()], queue=DETECT_QUEUE)
+    wait_for(lambda: len(store.history("drops", 20)) == 7, 60, "results of the 7 frames left", workers)
+    # Frames 6-8 came 0.2-0.6 s after the lost one, far inside the 10 s lateness: had the
+    # patterns not been told, they would still be waiting for frame 5.
+    state = wait_for(lambda: (raw := client.get(patterns_key("drops"))) and json.loads(raw)["next"] == 9
+                     and json.loads(raw), 30, "the patterns past frame 8", workers)
+    assert state["pending"] == {}
+    assert store.dropped() == {"expired": 1}
