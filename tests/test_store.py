@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -169,3 +170,20 @@ def test_bursts(store: Store) -> None:
     time.sleep(0.4)
     assert store.bursting(["a", "b"]) == set()
     assert store.bursting([]) == set()
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ({"limit": 3}, [449, 448, 447]),
+        ({"camera_id": "rare", "limit": 3}, [300, 150, 0]),  # found across pages
+        ({"camera_id": "rare", "limit": 100}, [300, 150, 0]),
+        ({"camera_id": "rare", "since": 1100.0}, [300, 150]),
+        ({"camera_id": "none"}, []),
+    ],
+)
+def test_alerts_are_read_a_page_at_a_time(redis_url: str, query: dict[str, Any], found: list[int]) -> None:
+    store = Store(redis.Redis.from_url(redis_url), alerts_length=1000)
+    for n in range(450):
+        store.add_alert(alert(n, camera_id="rare" if n % 150 == 0 else "busy"), now=1500)
+    assert [int(a.frame_id.split(":")[1]) for a in store.alerts(**query)] == found

@@ -25,6 +25,7 @@ LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 LATE_RESULTS_KEY = PREFIX + "late_results"
 EVIDENCE_KEY = PREFIX + "evidence"
 EVIDENCE_KINDS = ("frame", "crop", "clip")
+ALERTS_PAGE = 200
 # The clip is VP8 WebM (workers/evidence.py): Chromium and Firefox play it.
 EVIDENCE_MIMETYPES = {"frame": "image/jpeg", "crop": "image/jpeg", "clip": "video/webm"}
 WEBHOOKS_KEY = PREFIX + "webhooks"
@@ -470,11 +471,17 @@ class Store:
                since: float | None = None, state: AlertState | None = None, limit: int = 100) -> list[Alert]:
         """Newest first, filtered by camera, minimum level, creation time and state."""
         low = since if since is not None else "-inf"
-        alerts = self._load_alerts(self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low))
-        chosen = [a for a in alerts
-                  if (camera_id is None or a.camera_id == camera_id)
-                  and (level is None or a.risk_level.rank >= level.rank)
-                  and (state is None or a.state is state)]
+        chosen: list[Alert] = []
+        # A page at a time, newest first, until enough pass: the dashboard asks for the
+        # newest 50 of up to ALERTS_LENGTH.
+        for start in range(0, self.alerts_length, ALERTS_PAGE):
+            ids = self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low, start=start, num=ALERTS_PAGE)
+            chosen += [a for a in self._load_alerts(ids)
+                       if (camera_id is None or a.camera_id == camera_id)
+                       and (level is None or a.risk_level.rank >= level.rank)
+                       and (state is None or a.state is state)]
+            if len(chosen) >= limit or len(ids) < ALERTS_PAGE:
+                break
         return self._with_evidence(chosen[:limit])
 
     def alert_states(self) -> dict[AlertState, int]:
