@@ -30,3 +30,14 @@ export function canvasLabel(ctx, text, x, y, colour) {
   ctx.fillStyle = colour;
   ctx.fillText(text, x + 3, y - 1);
 }
+
+// A canvas laid over an image, sized to it and cleared; `scale` maps the frame's own
+// pixels (width x height) to the canvas.
+export function canvasOver(img, canvas, width, height, font) {
+  canvas.width = img.clientWidth;
+  canvas.height = img.clientHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.font = font;
+  return { ctx, scale: { x: canvas.width / width, y: canvas.height / height } };
+}

@@ -3,7 +3,7 @@
 // and the API validates (a polygon needs 3 points, calibration 4 not on one line).
 
 import { ApiError, cameraPath, request } from "./api.js";
-import { canvasLabel } from "./dom.js";
+import { canvasLabel, canvasOver } from "./dom.js";
 import { drawZones, tracePath } from "./grid.js";
 
 const CALIBRATION_POINTS = 4;
@@ -176,14 +176,9 @@ function showError(message) {
 }
 
 function redraw() {
-  const img = frame(), target = canvas();
+  const img = frame();
   if (!img.naturalWidth || !dialog().open) return;
-  target.width = img.clientWidth;
-  target.height = img.clientHeight;
-  const ctx = target.getContext("2d");
-  const scale = { x: target.width / img.naturalWidth, y: target.height / img.naturalHeight };
-  ctx.clearRect(0, 0, target.width, target.height);
-  ctx.font = "12px sans-serif";
+  const { ctx, scale } = canvasOver(img, canvas(), img.naturalWidth, img.naturalHeight, "12px sans-serif");
   drawZones(ctx, draft.zones, scale);
   drawPoints(ctx, draft.points, scale, DRAFT_COLOUR, mode() === "polygon");
   drawPoints(ctx, draft.image, scale, CALIBRATION_COLOUR, false, true);

@@ -2,7 +2,7 @@
 // zones, each road user's trail, the boxes and the group outlines in their risk colour.
 
 import { cameraPath } from "./api.js";
-import { RISK_COLOURS, canvasLabel, fromTemplate, timeOf } from "./dom.js";
+import { RISK_COLOURS, canvasLabel, canvasOver, fromTemplate, timeOf } from "./dom.js";
 
 const TRAIL_POINTS = 20;
 // A track unseen for this long (capture time) has left: its trail goes.
@@ -107,12 +107,7 @@ export function redrawAll() {
 function draw(tile) {
   const { img, canvas, result } = tile;
   if (!result || !img.clientWidth) return;
-  canvas.width = img.clientWidth;
-  canvas.height = img.clientHeight;
-  const ctx = canvas.getContext("2d");
-  const scale = { x: canvas.width / result.width, y: canvas.height / result.height };
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.font = "11px sans-serif";
+  const { ctx, scale } = canvasOver(img, canvas, result.width, result.height, "11px sans-serif");
   drawZones(ctx, tile.camera.zones ?? [], scale);
   drawTrails(ctx, tile.trails, scale);
   drawBoxes(ctx, result.detections, scale);
