@@ -26,7 +26,7 @@ from trafficrisk.messages import Alert, FrameRef, FrameResult, RiskLevel
 from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
 from trafficrisk.workers.patterns import PatternEngine, default_patterns
-from trafficrisk.workers.store import Store, frame_key, patterns_key
+from trafficrisk.workers.store import Store, frame_key, opening_key, patterns_key
 
 LATENESS_S = 10.0
 STORY = scripted_story()
@@ -175,6 +175,7 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
         assert crop is not None and 0 < crop.shape[1] < 768  # the group's box, not the frame
         clip = store.evidence(alert.alert_id, "clip") or b""
         assert clip[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file
+    assert client.smembers(opening_key(CAMERA)) == set()  # every alert opened, none left waiting
 
 
 def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 import redis
+from scripted import HIGH, scripted_result
 
 from trafficrisk.messages import Alert, AlertState, Camera, CameraState, CameraStatus, FrameResult, RiskLevel
+from trafficrisk.workers.patterns import PatternEngine, RiskyGroup
 from trafficrisk.workers.store import Store
 
 
@@ -187,3 +189,19 @@ def test_alerts_are_read_a_page_at_a_time(redis_url: str, query: dict[str, Any],
     for n in range(450):
         store.add_alert(alert(n, camera_id="rare" if n % 150 == 0 else "busy"), now=1500)
     assert [int(a.frame_id.split(":")[1]) for a in store.alerts(**query)] == found
+
+
+def test_new_alerts_wait_to_be_opened_and_a_stopped_opener_loses_none(store: Store) -> None:
+    engine = PatternEngine([RiskyGroup(name="risky", cooldown_s=0)], lateness_s=0)
+    for seq in (1, 2):
+        frame = engine.frame_facts(scripted_result(seq, HIGH))
+        store.advance_patterns("cam", lambda state, frame=frame: engine.advance(state, frame), now=1_000_100)
+    first = store.claim_alerts_to_open("cam", lease_s=0.3)
+    assert [a.alert_id for a in first] == ["cam:risky:1", "cam:risky:2"]
+    assert store.claim_alerts_to_open("cam") == []  # another worker is opening them
+    store.alert_opened(first[0])
+    time.sleep(0.4)  # the opener stopped before finishing alert 2: its lease runs out
+    assert [a.alert_id for a in store.claim_alerts_to_open("cam")] == ["cam:risky:2"]
+    store.alert_opened(first[1])
+    time.sleep(0.4)
+    assert store.claim_alerts_to_open("cam") == []

@@ -9,7 +9,7 @@ from trafficrisk.events import FRAME_RESULT, STATS
 from trafficrisk.messages import Assessment, CameraMinute, FrameResult
 from trafficrisk.runtime import get_events, get_pattern_engine, get_store
 from trafficrisk.tasks.app import app
-from trafficrisk.tasks.evidence import open_alert
+from trafficrisk.tasks.evidence import open_alerts
 from trafficrisk.workers.aggregation import merge_assessments, record_result
 
 
@@ -20,8 +20,7 @@ def aggregate_frame(assessments: list[dict[str, Any]], draft: dict[str, Any]) ->
     saved, alerts = record_result(store, get_pattern_engine(), result, time.time())
     if saved.is_latest:
         events.emit(FRAME_RESULT, result)
-    for alert in alerts:
-        open_alert(alert)
+    open_alerts(result.camera_id)
     if saved.is_counted or alerts:
         minute = store.minutes([result.camera_id], result.captured_at, result.captured_at)[0]
         events.emit(STATS, CameraMinute(camera_id=result.camera_id, minute=minute))

@@ -17,7 +17,7 @@ from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
 from trafficrisk.tasks.assess import assess_group
-from trafficrisk.tasks.evidence import open_alert
+from trafficrisk.tasks.evidence import open_alerts
 from trafficrisk.workers.aggregation import record_skipped_frame
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
 from trafficrisk.workers.batching import BatchedDetector
@@ -88,9 +88,8 @@ def drop(ref: FrameRef, reason: str) -> None:
     store = get_store()
     store.count_dropped(reason)
     store.end_flight(ref.camera_id, ref.frame_id)
-    for alert in record_skipped_frame(store, get_pattern_engine(), ref.camera_id, ref.seq, ref.captured_at,
-                                      time.time()):
-        open_alert(alert)
+    record_skipped_frame(store, get_pattern_engine(), ref.camera_id, ref.seq, ref.captured_at, time.time())
+    open_alerts(ref.camera_id)
 
 
 def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:

@@ -21,6 +21,14 @@ CLIP_SETTLE_S = 5.0
 HISTORY_SEARCHED = 300
 
 
+def open_alerts(camera_id: str) -> None:
+    """Open the camera's new alerts, and any that a stopped worker left half opened."""
+    store = get_store()
+    for alert in store.claim_alerts_to_open(camera_id):
+        open_alert(alert)
+        store.alert_opened(alert)
+
+
 def open_alert(alert: Alert) -> None:
     """Keep the alert's frame and crop, tell the dashboard and webhooks, and ask for its clip."""
     store, settings = get_store(), get_settings()

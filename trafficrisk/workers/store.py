@@ -34,6 +34,9 @@ LLM_TIMINGS_KEPT = 10_000
 TRACKS_TTL_S = 60
 # A camera's pattern state (cooldowns, frames waiting for earlier ones) outlives a pause.
 PATTERNS_TTL_S = 3600
+# A worker opening an alert (evidence, events, webhooks) holds it this long; if it stops
+# midway, a later task of the camera opens the alert again.
+OPENING_LEASE_S = 60
 
 Outcome = TypeVar("Outcome")
 
@@ -180,6 +183,14 @@ def patterns_key(camera_id: str) -> str:
 
 def alert_key(alert_id: str) -> str:
     return f"{PREFIX}alert:{alert_id}"
+
+
+def opening_key(camera_id: str) -> str:
+    return f"{PREFIX}opening:{camera_id}"
+
+
+def opening_lease_key(alert_id: str) -> str:
+    return f"{PREFIX}opening_lease:{alert_id}"
 
 
 def evidence_key(alert_id: str, kind: str) -> str:
@@ -416,7 +427,8 @@ class Store:
                          now: float) -> list[Alert]:
         """Run `advance(state) -> (alerts, new state)` and store both, as one step for all
         workers (it may run again when another worker changed the state meanwhile).
-        The alerts returned are the new ones."""
+        The alerts returned are the new ones; they also wait to be opened
+        (`claim_alerts_to_open`), so a worker stopping right after loses none."""
         key = patterns_key(camera_id)
 
         def attempt(pipe: Any) -> list[Alert]:
@@ -426,6 +438,7 @@ class Store:
             pipe.set(key, json.dumps(state), ex=PATTERNS_TTL_S)
             for alert in alerts:
                 self._queue_alert(alert, now, pipe)
+                pipe.sadd(opening_key(camera_id), alert.alert_id)
             return alerts
 
         alerts: list[Alert] = self.client.transaction(attempt, key, value_from_callable=True)
@@ -442,6 +455,25 @@ class Store:
     def add_alert(self, alert: Alert, now: float) -> bool:
         """Store an alert; False when that very alert was already there (a redelivery)."""
         return bool(self._queue_alert(alert, now, self.client))
+
+    def claim_alerts_to_open(self, camera_id: str, lease_s: float = OPENING_LEASE_S) -> list[Alert]:
+        """The camera's alerts not opened yet that no other worker is opening (each now
+        leased to the caller, until `alert_opened` or the lease runs out)."""
+        claimed = []
+        for raw_id in self.client.smembers(opening_key(camera_id)):
+            alert_id = raw_id.decode()
+            alert = self.get_alert(alert_id)
+            if alert is None:  # gone past its retention or the cap
+                self.client.srem(opening_key(camera_id), alert_id)
+            elif self.client.set(opening_lease_key(alert_id), b"1", nx=True, px=int(lease_s * 1000)):
+                claimed.append(alert)
+        return sorted(claimed, key=lambda alert: alert.created_at)
+
+    def alert_opened(self, alert: Alert) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.srem(opening_key(alert.camera_id), alert.alert_id)
+            pipe.delete(opening_lease_key(alert.alert_id))
+            pipe.execute()
 
     def get_alert(self, alert_id: str) -> Alert | None:
         raw = self.client.get(alert_key(alert_id))
