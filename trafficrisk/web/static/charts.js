@@ -37,12 +37,22 @@ export async function loadStats(cameraId) {
   drawChart(cameraId);
 }
 
+// Charts waiting to be drawn: a busy fleet sends a `stats` event per frame result, so
+// each chart is drawn at most once per animation frame, however many arrived.
+const stale = new Set();
+
 export function onStats({ camera_id: cameraId, minute }) {
   if (!canvases.has(cameraId)) return;
   const minutes = series.get(cameraId) ?? new Map();
   minutes.set(minute.start, minute);
   series.set(cameraId, minutes);
-  drawChart(cameraId);
+  if (stale.size === 0) requestAnimationFrame(drawStale);
+  stale.add(cameraId);
+}
+
+function drawStale() {
+  for (const cameraId of stale) drawChart(cameraId);
+  stale.clear();
 }
 
 export function redrawCharts() {
