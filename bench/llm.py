@@ -24,6 +24,8 @@ unbatched, batched: frames of 4 groups at 0.75 of the bound, one group a call an
   (queued to verdict); batched-one-process: the same with one process of 200 threads.
 concurrency-gevent, one-process-400[-gevent]: the assess pool, threads or gevent.
 batched-full: llm.high kept full, 4 groups a call: verdicts/s past the bound.
+batched-per-frame: as batched, each frame's 4 groups in one assess_many task (as
+  detect sends them with LLM_BATCH_SIZE above 1), so one process batches them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Scenario:
     batch: int = 1  # LLM_BATCH_SIZE
     batch_wait_ms: int = 200
     pool: str = "threads"  # the assess workers' Celery pool
+    per_frame: bool = False  # a frame's groups in one assess_many task, as detect sends them when batching
 
     @property
     def high_every(self) -> int:
@@ -100,6 +103,9 @@ SCENARIOS = {
                           frame_groups=4),
     "batched": Scenario("batched", keys=4, rpm=120, latency_min=2, latency_max=4, offered=0.75,
                         frame_groups=4, batch=4),
+    # As detect sends them with batching on: a frame's groups in one task, so in one process.
+    "batched-per-frame": Scenario("batched-per-frame", keys=4, rpm=120, latency_min=2, latency_max=4,
+                                  offered=0.75, frame_groups=4, batch=4, per_frame=True),
     # Batches form per process: with one process, a frame's 4 groups are never split.
     "batched-one-process": Scenario("batched-one-process", keys=4, rpm=120, latency_min=2, latency_max=4,
                                     offered=0.75, frame_groups=4, batch=4, processes=1, threads=200),
@@ -113,13 +119,19 @@ GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x
               prescore=0.7, rules_verdict=RULES)
 
 
-def send(producer: Celery, crop_key: str, seq: int, high: bool) -> None:
+def request(crop_key: str, seq: int, high: bool) -> dict[str, Any]:
     frame = FrameRef(camera_id="bench", seq=seq, captured_at=time.time(), frame_key="k",
                      width=768, height=576)
-    request = AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=high,
-                            queued_at=time.time())
-    producer.send_task("trafficrisk.assess", args=[request.to_wire()],
-                       queue=LLM_HIGH_QUEUE if high else LLM_LOW_QUEUE, ignore_result=True)
+    return AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=high,
+                         queued_at=time.time()).to_wire()
+
+
+def send(producer: Celery, requests: list[dict[str, Any]], high: bool) -> None:
+    queue = LLM_HIGH_QUEUE if high else LLM_LOW_QUEUE
+    if len(requests) == 1:
+        producer.send_task("trafficrisk.assess", args=requests, queue=queue, ignore_result=True)
+    else:
+        producer.send_task("trafficrisk.assess_many", args=[requests], queue=queue, ignore_result=True)
 
 
 def feed(producer: Celery, client: redis.Redis, crop_key: str, scenario: Scenario,
@@ -135,9 +147,11 @@ def feed(producer: Celery, client: redis.Redis, crop_key: str, scenario: Scenari
             last = now
             wanted = int(credit // scenario.frame_groups) * scenario.frame_groups
             credit -= wanted
-        for _ in range(max(0, wanted)):
-            seq += 1
-            send(producer, crop_key, seq, high=seq % scenario.high_every == 0)
+        together = scenario.frame_groups if scenario.per_frame else 1
+        for _ in range(max(0, wanted) // together):
+            seq += together
+            high = seq % scenario.high_every == 0
+            send(producer, [request(crop_key, seq, high) for _ in range(together)], high)
         stop.wait(0.1)
 
 

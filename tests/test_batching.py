@@ -1,14 +1,35 @@
-"""The micro-batchers: one for the detect worker's model, one for the assess worker's LLM calls."""
+"""The micro-batchers: one for the detect worker's model, one for the assess worker's LLM calls;
+and a frame's groups sent to the assess worker together."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
+from conftest import ROOT, LlmSim, stop_all, wait_for
+from trafficrisk.messages import (
+    Assessment,
+    AssessRequest,
+    Box,
+    FrameRef,
+    Group,
+    RiskLevel,
+    Verdict,
+    VerdictSource,
+)
+from trafficrisk.queues import LLM_LOW_QUEUE
 from trafficrisk.workers.batching import LeaderBatcher, MicroBatcher
+from trafficrisk.workers.llm_batching import frame_batches
+from trafficrisk.workers.store import Store
 
 Batcher = MicroBatcher[int, int] | LeaderBatcher[int, int]
 BATCHERS = [MicroBatcher, LeaderBatcher]
@@ -111,3 +132,58 @@ def test_a_closed_batcher_refuses_work() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.run(1)
+
+
+def assess_request(n: int, high: bool, crop_key: str = "missing") -> AssessRequest:
+    rules = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
+                    source=VerdictSource.RULES)
+    group = Group(group_id=f"g{n}", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=9, y2=9),
+                  prescore=0.7 if high else 0.45, rules_verdict=rules)
+    frame = FrameRef(camera_id="c", seq=1, captured_at=time.time(), frame_key="k", width=64, height=48)
+    return AssessRequest(frame=frame, group=group, crop_key=crop_key, high_priority=high,
+                         queued_at=time.time())
+
+
+@pytest.mark.parametrize(
+    ("priorities", "max_batch", "batches"),
+    [
+        ([], 4, []),
+        ([False, False, False], 4, [["g0", "g1", "g2"]]),
+        ([False, True, False, True], 4, [["g1", "g3"], ["g0", "g2"]]),  # high first, never mixed
+        ([False] * 5, 2, [["g0", "g1"], ["g2", "g3"], ["g4"]]),
+        ([True, False], 1, [["g0"], ["g1"]]),  # batching off: a task a group, as before
+    ],
+)
+def test_a_frames_groups_go_in_tasks_of_one_priority(priorities: list[bool], max_batch: int,
+                                                      batches: list[list[str]]) -> None:
+    requests = [assess_request(n, high) for n, high in enumerate(priorities)]
+    assert [[r.group.group_id for r in batch] for batch in frame_batches(requests, max_batch)] == batches
+
+
+def test_a_frames_groups_share_one_llm_request_in_a_real_assess_worker(redis_url: str, producer: Any,
+                                                                        tmp_path: Path) -> None:
+    store = Store(redis.Redis.from_url(redis_url))
+    crop = store.put_crop("c:1", "g", (ROOT / "data" / "dog.jpg").read_bytes())
+    requests = [assess_request(n, False, crop).to_wire() for n in range(3)]
+    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
+    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LLM_BASE_URL": sim.url,
+                "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001", "TRAFFICRISK_LLM_BATCH_SIZE": "4",
+                "TRAFFICRISK_LLM_CACHE_TTL_S": "0"})
+    log = tmp_path / "assess.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "assess"]
+        procs = {"assess": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)}
+    try:
+        sent = producer.send_task("trafficrisk.assess_many", args=[requests], queue=LLM_LOW_QUEUE)
+        wait_for(sent.ready, 60, "the frame's assessments", log.read_text)
+        assessments = [Assessment.from_wire(a) for a in sent.get(timeout=1)]
+        report = sim.report()
+    finally:
+        stop_all(procs)
+        sim.stop()
+    assert [a.group_id for a in assessments] == ["g0", "g1", "g2"]
+    assert {a.verdict.source for a in assessments} == {VerdictSource.LLM}
+    assert report["requests"] == 1  # three groups, one multi-image request
+    assert store.llm_outcomes()["llm"] == 3

@@ -22,6 +22,7 @@ task_default_queue = DETECT_QUEUE
 task_routes = {
     "trafficrisk.detect": {"queue": DETECT_QUEUE},
     "trafficrisk.assess": {"queue": LLM_LOW_QUEUE},
+    "trafficrisk.assess_many": {"queue": LLM_LOW_QUEUE},
     "trafficrisk.aggregate": {"queue": AGGREGATE_QUEUE},
     "trafficrisk.collect_clip": {"queue": ALERTS_QUEUE},
     "trafficrisk.deliver_webhook": {"queue": ALERTS_QUEUE},

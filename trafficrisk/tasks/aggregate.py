@@ -14,8 +14,10 @@ from trafficrisk.workers.aggregation import merge_assessments, record_result
 
 
 @app.task(name="trafficrisk.aggregate", ignore_result=True)
-def aggregate_frame(assessments: list[dict[str, Any]], draft: dict[str, Any]) -> None:
-    result = merge_assessments(FrameResult.from_wire(draft), [Assessment.from_wire(a) for a in assessments])
+def aggregate_frame(assessments: list[dict[str, Any] | list[dict[str, Any]]], draft: dict[str, Any]) -> None:
+    # A header task returns one group's assessment, or (assess_many) a list of them.
+    flat = [a for item in assessments for a in (item if isinstance(item, list) else [item])]
+    result = merge_assessments(FrameResult.from_wire(draft), [Assessment.from_wire(a) for a in flat])
     store, events = get_store(), get_events()
     saved, alerts = record_result(store, get_pattern_engine(), result, time.time())
     if saved.is_latest:

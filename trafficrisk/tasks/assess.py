@@ -1,13 +1,16 @@
-"""assess: one group's LLM verdict; always returns, so the chord always fires."""
+"""assess: a group's LLM verdict (or a frame's groups' together); always returns, so the chord
+always fires."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-from trafficrisk.messages import AssessRequest
+from trafficrisk.messages import Assessment, AssessRequest
 from trafficrisk.runtime import get_redis, get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
@@ -20,8 +23,18 @@ from trafficrisk.workers.scene_cache import SceneCache
 log = logging.getLogger(__name__)
 
 
-@cache
+_client_lock = threading.Lock()
+
+
 def get_llm_client() -> Judge | None:
+    """The process's one client: task threads asking at once on first use must not each
+    build their own (each would batch and pool connections alone)."""
+    with _client_lock:
+        return _build_llm_client()
+
+
+@cache
+def _build_llm_client() -> Judge | None:
     settings = get_settings()
     if settings.llm_base_url is None:
         return None
@@ -43,11 +56,23 @@ def get_scene_cache() -> SceneCache:
 
 @app.task(name="trafficrisk.assess")
 def assess_group(request: dict[str, Any]) -> dict[str, Any]:
-    parsed = AssessRequest.from_wire(request)
+    return assess_and_count(AssessRequest.from_wire(request)).to_wire()
+
+
+@app.task(name="trafficrisk.assess_many")
+def assess_groups(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups of one frame asked together: with LLM batching on they share one request,
+    however many assess processes there are (one task reaches one process)."""
+    parsed = [AssessRequest.from_wire(request) for request in requests]
+    with ThreadPoolExecutor(max_workers=len(parsed), thread_name_prefix="assess-many") as pool:
+        return [a.to_wire() for a in pool.map(assess_and_count, parsed)]
+
+
+def assess_and_count(request: AssessRequest) -> Assessment:
     policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
-    assessment = assess_safely(parsed, get_store().get_blob, get_llm_client(), policy, get_scene_cache())
     store = get_store()
+    assessment = assess_safely(request, store.get_blob, get_llm_client(), policy, get_scene_cache())
     store.count_llm_outcome(assessment.outcome, assessment.tokens)
     if assessment.outcome == "llm":
-        store.record_llm_timing(parsed.high_priority, assessment.wait_s, time.time() - parsed.queued_at)
-    return assessment.to_wire()
+        store.record_llm_timing(request.high_priority, assessment.wait_s, time.time() - request.queued_at)
+    return assessment

@@ -16,13 +16,14 @@ from trafficrisk.runtime import get_pattern_engine, get_store
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
-from trafficrisk.tasks.assess import assess_group
+from trafficrisk.tasks.assess import assess_group, assess_groups
 from trafficrisk.tasks.evidence import open_alerts
 from trafficrisk.workers.aggregation import record_skipped_frame
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
 from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.ground_plane import plane_for
+from trafficrisk.workers.llm_batching import frame_batches
 from trafficrisk.workers.rules import LlmGate
 from trafficrisk.workers.tracking import shared_tracker
 
@@ -114,14 +115,16 @@ def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> Non
         aggregate_frame.apply_async(args=[[], draft])
         return
     store, gate = get_store(), get_analyzer().gate
-    header = []
+    requests = []
     for group in analysis.groups:
-        if group.group_id not in analysis.crops:
-            continue
-        key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
-        high = gate.is_high_priority(group.prescore)
-        request = AssessRequest(frame=ref, group=group, crop_key=key, high_priority=high,
-                                queued_at=time.time())
-        queue = LLM_HIGH_QUEUE if high else LLM_LOW_QUEUE
-        header.append(assess_group.s(request.to_wire()).set(queue=queue))
+        if group.group_id in analysis.crops:
+            key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
+            requests.append(AssessRequest(frame=ref, group=group, crop_key=key, queued_at=time.time(),
+                                          high_priority=gate.is_high_priority(group.prescore)))
+    header = []
+    for batch in frame_batches(requests, get_settings().llm_batch_size):
+        queue = LLM_HIGH_QUEUE if batch[0].high_priority else LLM_LOW_QUEUE
+        task = assess_group.s(batch[0].to_wire()) if len(batch) == 1 else \
+            assess_groups.s([request.to_wire() for request in batch])
+        header.append(task.set(queue=queue))
     chord(header)(aggregate_frame.s(draft))

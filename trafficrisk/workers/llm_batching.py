@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from trafficrisk.messages import AssessRequest
 from trafficrisk.workers.batching import LeaderBatcher
 from trafficrisk.workers.llm import LlmClient, LlmError, LlmReply
 
@@ -51,3 +52,13 @@ class BatchedLlm:
 
     def batch_sizes(self, high: bool) -> list[int]:
         return self._batchers[high].batch_sizes
+
+
+def frame_batches(requests: Sequence[AssessRequest], max_batch: int) -> list[list[AssessRequest]]:
+    """A frame's groups as assess tasks: high and low apart, up to `max_batch` a task, in
+    order. One task reaches one assess process, so its groups can share a request there."""
+    batches = []
+    for high in (True, False):
+        same = [r for r in requests if r.high_priority is high]
+        batches += [same[i:i + max_batch] for i in range(0, len(same), max_batch)]
+    return batches
