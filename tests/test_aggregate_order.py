@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from scripted import CAMERA, START, STORY_ALERTS, jittered, moved, scripted_story
+from scripted import CAMERA, LASTING, START, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
 
 from conftest import SAMPLE_VIDEO, stop_all, wait_for
-from trafficrisk.messages import Alert, FrameRef, FrameResult, RiskLevel
+from trafficrisk.messages import Alert, Assessment, FrameRef, FrameResult, RiskLevel, Verdict
 from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
 from trafficrisk.workers.patterns import PatternEngine, default_patterns
@@ -193,3 +193,18 @@ def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
                      and json.loads(raw), 30, "the patterns past frame 8", workers)
     assert state["pending"] == {}
     assert store.dropped() == {"expired": 1}
+
+
+def test_aggregate_takes_a_frames_assessments_as_one_list_or_one_each(client: Any, producer: Any,
+                                                                      workers: Callable[[], str]) -> None:
+    draft = scripted_result(1, LASTING, LASTING, LASTING, camera_id="nested")
+    verdicts = [Verdict(risk_level=level, risk_type="t", confidence=0.9, reason=f"llm: {level}")
+                for level in (RiskLevel.LOW, RiskLevel.HIGH, RiskLevel.NONE)]
+    assessments = [Assessment(group_id=f"g{n}", verdict=v).to_wire() for n, v in enumerate(verdicts)]
+    # g0 and g1 came back together (assess_many), g2 alone (assess)
+    producer.send_task("trafficrisk.aggregate", args=[[assessments[:2], assessments[2]], draft.to_wire()],
+                       queue=AGGREGATE_QUEUE)
+    store = Store(client)
+    result = wait_for(lambda: store.latest("nested"), 30, "the frame's result", workers)
+    assert [g.verdict.reason for g in result.groups] == ["llm: low", "llm: high", "llm: none"]
+    assert result.risk_level is RiskLevel.HIGH
