@@ -265,6 +265,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{details() if details else ''}")
 
 
+def worker_env(**settings: str) -> dict[str, str]:
+    """This environment without its TRAFFICRISK_ settings, plus these (by field name)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
+    env.update({f"TRAFFICRISK_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def start_worker(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A real `trafficrisk worker ROLE` process, in a session of its own, writing to `log`."""
+    command = [sys.executable, "-m", "trafficrisk.cli", "worker", role]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
 def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     """SIGTERM each process group, then SIGKILL what has not ended in 20 s."""
     for proc in procs.values():

@@ -8,9 +8,6 @@ within the allowed lateness. Against a real Redis, and through a real aggregate 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 from scripted import CAMERA, LASTING, START, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
 
-from conftest import SAMPLE_VIDEO, stop_all, wait_for
+from conftest import SAMPLE_VIDEO, start_worker, stop_all, wait_for, worker_env
 from trafficrisk.messages import Alert, Assessment, FrameRef, FrameResult, RiskLevel, Verdict
 from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
@@ -127,15 +124,10 @@ def sample_jpeg() -> bytes:
 def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Real detect (no model: no detections), aggregate and alerts (clips) worker processes;
     yields their logs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
-    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LATENESS_S": str(LATENESS_S),
-                "TRAFFICRISK_CLIP_BEFORE_S": "2", "TRAFFICRISK_CLIP_AFTER_S": "1",
-                "TRAFFICRISK_MODEL": "none", "TRAFFICRISK_DETECT_BATCH_SIZE": "1"})
-    procs = {}
-    for role in ("detect", "aggregate", "alerts"):
-        with (tmp_path / f"{role}.log").open("wb") as out:
-            procs[role] = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", "worker", role], env=env,
-                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    env = worker_env(redis_url=redis_url, lateness_s=str(LATENESS_S), clip_before_s="2", clip_after_s="1",
+                     model="none", detect_batch_size="1")
+    roles = ("detect", "aggregate", "alerts")
+    procs = {role: start_worker(role, env, tmp_path / f"{role}.log") for role in roles}
 
     def logs() -> str:
         return "\n".join(f"--- {role}\n{(tmp_path / f'{role}.log').read_text()[-3000:]}" for role in procs)

@@ -3,9 +3,6 @@ and a frame's groups sent to the assess worker together."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import ROOT, LlmSim, stop_all, wait_for
+from conftest import ROOT, LlmSim, start_worker, stop_all, wait_for, worker_env
 from trafficrisk.messages import (
     Assessment,
     AssessRequest,
@@ -166,15 +163,10 @@ def test_a_frames_groups_share_one_llm_request_in_a_real_assess_worker(redis_url
     crop = store.put_crop("c:1", "g", (ROOT / "data" / "dog.jpg").read_bytes())
     requests = [assess_request(n, False, crop).to_wire() for n in range(3)]
     sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
-    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LLM_BASE_URL": sim.url,
-                "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001", "TRAFFICRISK_LLM_BATCH_SIZE": "4",
-                "TRAFFICRISK_LLM_CACHE_TTL_S": "0"})
+    env = worker_env(redis_url=redis_url, llm_base_url=sim.url, llm_api_keys="sk-test-0001",
+                     llm_batch_size="4", llm_cache_ttl_s="0")
     log = tmp_path / "assess.log"
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "assess"]
-        procs = {"assess": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)}
+    procs = {"assess": start_worker("assess", env, log)}
     try:
         sent = producer.send_task("trafficrisk.assess_many", args=[requests], queue=LLM_LOW_QUEUE)
         wait_for(sent.ready, 60, "the frame's assessments", log.read_text)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from celery import Celery
 from celery.result import AsyncResult
 
-from conftest import LlmSim, stop_all, wait_for
+from conftest import LlmSim, start_worker, stop_all, wait_for, worker_env
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 
@@ -34,14 +31,10 @@ def test_high_priority_work_is_served_first(producer: Celery, redis_url: str, tm
     high = [producer.send_task("trafficrisk.assess", args=[request(n, True)], queue=LLM_HIGH_QUEUE)
             for n in range(6, 12)]
     sim = LlmSim("--latency-min", "0.01", "--latency-max", "0.02")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAFFICRISK_")}
-    env.update({"TRAFFICRISK_REDIS_URL": redis_url, "TRAFFICRISK_LLM_BASE_URL": sim.url,
-                "TRAFFICRISK_LLM_API_KEYS": "sk-test-0001", "TRAFFICRISK_LLM_CONCURRENCY": "1"})
+    env = worker_env(redis_url=redis_url, llm_base_url=sim.url, llm_api_keys="sk-test-0001",
+                     llm_concurrency="1")
     log = tmp_path / "assess.log"
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "trafficrisk.cli", "worker", "assess"]
-        procs = {"assess": subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)}
+    procs = {"assess": start_worker("assess", env, log)}
     try:
         wait_for(lambda: all(r.ready() for r in low + high), 60, "every assessment", log.read_text)
         done = {r.id: AsyncResult(r.id, app=producer).date_done for r in low + high}
