@@ -302,6 +302,11 @@ class Alert(Message):
     updated_at: float = 0.0  # wall clock of the last change of state
     evidence: tuple[Literal["frame", "crop", "clip"], ...] = ()  # what the API can serve
 
+    @property
+    def seq(self) -> int:
+        """The frame's number on its camera (frame ids are `<camera>:<seq>`)."""
+        return int(self.frame_id.rsplit(":", 1)[1])
+
 
 class MinuteCounts(Message):
     """What cameras saw in one minute of capture time (`start`, unix seconds)."""

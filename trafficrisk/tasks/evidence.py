@@ -32,13 +32,13 @@ def open_alerts(camera_id: str) -> None:
 def open_alert(alert: Alert) -> None:
     """Keep the alert's frame and crop, tell the dashboard and webhooks, and ask for its clip."""
     store, settings = get_store(), get_settings()
-    frame = store.get_blob(frame_key(alert.camera_id, int(alert.frame_id.rsplit(":", 1)[1])))
+    frame = store.get_blob(frame_key(alert.camera_id, alert.seq))
     if frame is not None:
         store.put_evidence(alert, "frame", frame)
         crop = store.get_blob(crop_key(alert.frame_id, alert.group_id)) if alert.group_id else None
-        box = group_box(store.history(alert.camera_id, HISTORY_SEARCHED), alert.frame_id, alert.group_id)
-        if crop is None and box is not None:
-            crop = crop_evidence(frame, box, settings.jpeg_quality)
+        if crop is None and alert.group_id:  # not sent to the LLM: cut it from the frame
+            box = group_box(store.history(alert.camera_id, HISTORY_SEARCHED), alert.frame_id, alert.group_id)
+            crop = crop_evidence(frame, box, settings.jpeg_quality) if box else None
         if crop is not None:
             store.put_evidence(alert, "crop", crop)
     else:
