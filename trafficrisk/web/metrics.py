@@ -27,6 +27,11 @@ blueprint = Blueprint("metrics", __name__)
 _PRIORITY_SUFFIXES = ("", *(f"\x06\x16{n}" for n in range(1, 10)))
 
 
+def nearest_rank(ordered: list[float], quantile: float) -> float:
+    """The quantile of sorted, non-empty values by the nearest rank."""
+    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+
 def queue_depth(client: Any, queue: str) -> int:
     pipe = client.pipeline()
     for suffix in _PRIORITY_SUFFIXES:
@@ -89,8 +94,8 @@ class FleetCollector:
             turnarounds = sorted(self.store.llm_turnarounds(high))
             for quantile in (0.5, 0.95):
                 if turnarounds:
-                    value = turnarounds[min(len(turnarounds) - 1, int(quantile * len(turnarounds)))]
-                    latency.add_metric(["high" if high else "low", str(quantile)], value)
+                    latency.add_metric(["high" if high else "low", str(quantile)],
+                                       nearest_rank(turnarounds, quantile))
         yield latency
 
 

@@ -20,7 +20,7 @@ from trafficrisk.queues import QUEUES
 from trafficrisk.settings import Settings
 from trafficrisk.web.api import store
 from trafficrisk.web.auth import api_auth_required
-from trafficrisk.web.metrics import queue_depth
+from trafficrisk.web.metrics import nearest_rank, queue_depth
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def quantiles(values: list[float]) -> dict[str, float | int | None]:
     ordered = sorted(values)
     figures: dict[str, float | int | None] = {"count": len(ordered)}
     for name, quantile in QUANTILES.items():
-        figures[name] = ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else None
+        figures[name] = nearest_rank(ordered, quantile) if ordered else None
     return figures
 
 
