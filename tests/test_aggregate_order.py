@@ -200,3 +200,20 @@ def test_aggregate_takes_a_frames_assessments_as_one_list_or_one_each(client: An
     result = wait_for(lambda: store.latest("nested"), 30, "the frame's result", workers)
     assert [g.verdict.reason for g in result.groups] == ["llm: low", "llm: high", "llm: none"]
     assert result.risk_level is RiskLevel.HIGH
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "frames_returned"),
+    [
+        ([1, 2, 3], [1, 2, 3]),  # each save returns its minute's counts so far
+        ([1, 1, 2], [1, None, 2]),  # a redelivery counts nothing and returns none
+        ([38, 50, 39, 51], [1, None, None, None]),  # 50 and 51 fall in the next minute; 39 came too late
+    ],
+)
+def test_a_save_returns_its_minutes_counts(store: Store, arrivals: list[int],
+                                           frames_returned: list[int | None]) -> None:
+    story = {r.seq: r for r in scripted_story(frames=55)}
+    returned = [store.save_result(story[seq]).minute for seq in arrivals]
+    first = FIRST_MINUTE
+    assert [m.frames if m and m.start == first else None for m in returned] == frames_returned
+    assert [m for m in returned if m and m.start == first][-1] == store.minutes([CAMERA], first, first)[0]

@@ -23,6 +23,8 @@ def aggregate_frame(assessments: list[dict[str, Any] | list[dict[str, Any]]], dr
     if saved.is_latest:
         events.emit(FRAME_RESULT, result)
     open_alerts(result.camera_id)
-    if saved.is_counted or alerts:
-        minute = store.minutes([result.camera_id], result.captured_at, result.captured_at)[0]
+    # The save returned the minute's counts; alerts just opened add to them.
+    minute = store.minutes([result.camera_id], result.captured_at, result.captured_at)[0] if alerts \
+        else saved.minute
+    if minute is not None:
         events.emit(STATS, CameraMinute(camera_id=result.camera_id, minute=minute))

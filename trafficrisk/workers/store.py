@@ -71,25 +71,26 @@ return seqs
 # KEYS: latest, history stream, saved frames, watermark, the frame's minute, late counts.
 # ARGV: seq, result, frame id, history length, saved frames kept, captured at, time the
 # minute closes at, stats retention, camera id, then field and count pairs for the minute.
-# Returns {-1 redelivery | 0 saved | 1 saved and now latest, 1 counted | 0 too late}.
+# Returns {-1 redelivery | 0 saved | 1 saved and now latest, 1 counted | 0 too late,
+# the minute's fields and counts when counted}.
 _SAVE_RESULT = """
-if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[3]) == 0 then return {-1, 0} end
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[3]) == 0 then return {-1, 0, {}} end
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'seq', ARGV[1], 'result', ARGV[2])
 local watermark = tonumber(redis.call('GET', KEYS[4]) or ARGV[6])
-local counted = 0
+local counted, minute = 0, {}
 if tonumber(ARGV[7]) > watermark then
   for i = 10, #ARGV, 2 do redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1]) end
   redis.call('EXPIRE', KEYS[5], ARGV[8])
-  counted = 1
+  counted, minute = 1, redis.call('HGETALL', KEYS[5])
 else
   redis.call('HINCRBY', KEYS[6], ARGV[9], 1)
 end
 if tonumber(ARGV[6]) >= watermark then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[8]) end
 local current = redis.call('HGET', KEYS[1], 'seq')
-if current and tonumber(current) >= tonumber(ARGV[1]) then return {0, counted} end
+if current and tonumber(current) >= tonumber(ARGV[1]) then return {0, counted, minute} end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'result', ARGV[2])
-return {1, counted}
+return {1, counted, minute}
 """
 
 # An alert, once (by id), counted in its minute; the oldest beyond the cap or the
@@ -201,7 +202,7 @@ def evidence_key(alert_id: str, kind: str) -> str:
 class SaveOutcome:
     is_new: bool  # False: this frame's result was saved before
     is_latest: bool  # the camera's newest result now
-    is_counted: bool  # counted in its minute (False: its minute had closed)
+    minute: MinuteCounts | None  # its minute's counts with it; None: not counted (closed, or a redelivery)
 
 
 class Store:
@@ -384,11 +385,13 @@ class Store:
                 window_key(camera_id, minute), LATE_RESULTS_KEY]
         counts = [item for pair in window_counts(result).items() for item in pair]
         closes_at = minute + MINUTE_S + self.lateness_s
-        saved, counted = self._save_result(keys=keys, args=[
+        saved, counted, fields = self._save_result(keys=keys, args=[
             result.seq, result.model_dump_json(), result.frame_id, self.history_length,
             4 * self.history_length, result.captured_at, closes_at, self.stats_retention_s, camera_id,
             *counts])
-        return SaveOutcome(is_new=saved >= 0, is_latest=saved == 1, is_counted=bool(counted))
+        pairs = zip(fields[::2], fields[1::2], strict=True)
+        counted_minute = minute_counts(minute, {k.decode(): int(v) for k, v in pairs}) if counted else None
+        return SaveOutcome(is_new=saved >= 0, is_latest=saved == 1, minute=counted_minute)
 
     def latest(self, camera_id: str) -> FrameResult | None:
         raw = self.client.hget(latest_key(camera_id), "result")
