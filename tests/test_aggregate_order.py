@@ -16,13 +16,23 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from scripted import CAMERA, LASTING, START, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
+from scripted import (
+    CAMERA,
+    LASTING,
+    START,
+    STORY_ALERTS,
+    STORY_PATTERNS,
+    jittered,
+    moved,
+    scripted_result,
+    scripted_story,
+)
 
 from conftest import SAMPLE_VIDEO, start_worker, stop_all, wait_for, worker_env
 from trafficrisk.messages import Alert, Assessment, FrameRef, FrameResult, RiskLevel, Verdict
 from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
-from trafficrisk.workers.patterns import PatternEngine, default_patterns
+from trafficrisk.workers.patterns import PatternEngine
 from trafficrisk.workers.store import Store, frame_key, opening_key, patterns_key
 
 LATENESS_S = 10.0
@@ -36,7 +46,7 @@ def store(client: Any) -> Store:
 
 
 def deliver(store: Store, arrivals: list[FrameResult]) -> None:
-    engine = PatternEngine(default_patterns(), LATENESS_S)
+    engine = PatternEngine(STORY_PATTERNS, LATENESS_S)
     for result in arrivals:
         record_result(store, engine, result, now=START + 100)
 

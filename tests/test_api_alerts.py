@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from scripted import CAMERA, scripted_story
+from scripted import CAMERA, STORY_PATTERNS, scripted_story
 
 from trafficrisk.events import SOCKETIO_CHANNEL
 from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel
 from trafficrisk.settings import Settings
 from trafficrisk.web.app import create_app
 from trafficrisk.workers.aggregation import record_result
-from trafficrisk.workers.patterns import PatternEngine, default_patterns
+from trafficrisk.workers.patterns import PatternEngine
 from trafficrisk.workers.store import Store
 
 TOKEN = "alerts-test-token"
@@ -159,7 +159,7 @@ def test_evidence(web: tuple[Flask, FlaskClient, Store], name: str, stored: dict
 def test_stats(web: tuple[Flask, FlaskClient, Store], query: str, status: int, minutes: int | None) -> None:
     _, client, store = web
     store.put_camera(Camera(id=CAMERA, url="x"))
-    engine = PatternEngine(default_patterns(), 10)
+    engine = PatternEngine(STORY_PATTERNS, 10)
     # frames 1..39 two minutes ago, 40..45 one minute ago
     for result in scripted_story(start=(time.time() // 60) * 60 - 100):
         record_result(store, engine, result, now=time.time())

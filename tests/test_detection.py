@@ -21,17 +21,16 @@ import pytest
 
 from trafficrisk.messages import Box, Detection
 from trafficrisk.workers.detection import (
-    CANONICAL_LABELS,
     Detector,
     DetectorError,
     SsdDetector,
-    canonical_label,
     export_model,
     find_yolo_weights,
     has_ultralytics,
     load_detector,
     suppress_duplicates,
 )
+from trafficrisk.workers.road_users import CANONICAL_LABELS, canonical_label
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "var" / "weights"

@@ -119,13 +119,13 @@ def test_requests_without_an_image_are_rejected(llm_sim: LlmSim) -> None:
 
 
 def test_the_context_carries_the_measured_pairs() -> None:
-    pair = PairMeasure(first=0, second=1, unit="m", distance=12.34, closing_speed=4.1, ttc_s=1.23, pet_s=0.5)
-    apart = PairMeasure(first=0, second=1, unit="px", distance=300, closing_speed=-20)
+    pair = PairMeasure(first=0, second=1, gap_m=12.34, closing_speed=4.1, ttc_s=1.23, pet_s=0.5)
+    apart = PairMeasure(first=0, second=1, gap_m=30, closing_speed=-2.0, approximate=True)
     lines = describe_group(GROUP.model_copy(update={"pairs": (pair, apart)}), 640, 480).splitlines()
     assert lines[-2:] == [
         "Measured: person and car: 12.3 m apart, closing at 4.1 m/s, time to collision 1.2 s, "
         "post-encroachment time 0.5 s.",
-        "Measured: person and car: 300.0 px apart, not closing.",
+        "Measured: person and car: 30.0 m apart (approximate scale), not closing.",
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripted import CAMERA, HIGH, STORY_ALERTS, jittered, moved, scripted_result, scripted_story
+from scripted import CAMERA, HIGH, STORY_ALERTS, STORY_PATTERNS, jittered, moved, scripted_result, scripted_story
 
 from trafficrisk.messages import Alert, FrameResult, RiskLevel
 from trafficrisk.workers.patterns import (
@@ -46,16 +46,16 @@ STORY = scripted_story()
          "late-beyond-bound"],
 )
 def test_story_raises_one_alert_per_pattern(arrivals: list[FrameResult], alerts: set[str]) -> None:
-    raised = run(PatternEngine(default_patterns(), LATENESS_S), arrivals)
+    raised = run(PatternEngine(STORY_PATTERNS, LATENESS_S), arrivals)
     assert sorted(a.alert_id for a in raised) == sorted(alerts)
-    in_order = {a.alert_id: a for a in run(PatternEngine(default_patterns(), LATENESS_S), STORY)}
+    in_order = {a.alert_id: a for a in run(PatternEngine(STORY_PATTERNS, LATENESS_S), STORY)}
     for alert in raised:  # the very same alert, not just the same id
         if alert.alert_id in in_order:
             assert alert == in_order[alert.alert_id]
 
 
 def test_alerts_carry_the_matching_group_and_its_reason() -> None:
-    alerts = {a.pattern: a for a in run(PatternEngine(default_patterns(), LATENESS_S), STORY)}
+    alerts = {a.pattern: a for a in run(PatternEngine(STORY_PATTERNS, LATENESS_S), STORY)}
     assert alerts["risky-group"].risk_level is RiskLevel.HIGH
     assert alerts["risky-group"].reason == "group 1 at high"
     assert alerts["risky-group"].group_id == "g1" and alerts["risky-group"].source == "llm"

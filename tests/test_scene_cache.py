@@ -36,7 +36,7 @@ def jpeg(image: np.ndarray) -> bytes:
 
 
 def group(ttc_s: float | None = 2.0, labels: tuple[str, ...] = ("person", "car")) -> Group:
-    pair = PairMeasure(first=0, second=1, unit="px", distance=240, closing_speed=100, ttc_s=ttc_s)
+    pair = PairMeasure(first=0, second=1, gap_m=12.0, closing_speed=5.0, ttc_s=ttc_s)
     return Group(group_id="g0", members=(0, 1), labels=labels, box=Box(x1=0, y1=0, x2=9, y2=9), prescore=0.5,
                  rules_verdict=RULES, pairs=(pair,))
 

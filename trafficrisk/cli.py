@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from trafficrisk.messages import DEFAULT_SAMPLE_FPS
 from trafficrisk.settings import Settings, SettingsError, get_settings
 
 CELERY_APP = "trafficrisk.tasks.app"
@@ -45,8 +47,9 @@ def run_capture(settings: Settings) -> None:
         service.run(stop)
 
 
-def worker_command(role: str, settings: Settings, name: str | None = None,
-                   pool: str | None = None) -> list[str]:
+def worker_command(
+    role: str, settings: Settings, name: str | None = None, pool: str | None = None
+) -> list[str]:
     options = list(WORKER_ROLES[role])
     if pool is not None:  # gevent: greenlets instead of threads, for assess (see docs/benchmarks.md)
         options[options.index("-P") + 1] = pool
@@ -54,24 +57,57 @@ def worker_command(role: str, settings: Settings, name: str | None = None,
         options += ["-c", str(settings.llm_concurrency)]
     if role == "detect":  # two threads per batch slot: one batch fills while the last runs
         options += ["-c", str(2 * settings.detect_batch_size)]
-    return [_bin("celery"), "-A", CELERY_APP, "worker", "-n", name or f"{role}@%h", "-E",
-            "--loglevel", settings.log_level, *options]
+    return [
+        _bin("celery"),
+        "-A",
+        CELERY_APP,
+        "worker",
+        "-n",
+        name or f"{role}@%h",
+        "-E",
+        "--loglevel",
+        settings.log_level,
+        *options,
+    ]
 
 
 def run_web(settings: Settings) -> None:
     bind = f"{settings.web_host}:{settings.port}"
-    os.execv(_bin("gunicorn"), [_bin("gunicorn"), "-w", "1", "--threads", "100", "-b", bind,
-                                "--log-level", settings.log_level.lower(), "trafficrisk.web.wsgi:app"])
+    os.execv(
+        _bin("gunicorn"),
+        [
+            _bin("gunicorn"),
+            "-w",
+            "1",
+            "--threads",
+            "100",
+            "-b",
+            bind,
+            "--log-level",
+            settings.log_level.lower(),
+            "trafficrisk.web.wsgi:app",
+        ],
+    )
 
 
 def run_flower(settings: Settings) -> None:
     if settings.dashboard_password is None:
         raise SettingsError(
-            "TRAFFICRISK_DASHBOARD_PASSWORD: must be set; Flower is never served without auth")
+            "TRAFFICRISK_DASHBOARD_PASSWORD: must be set; Flower is never served without auth"
+        )
     # Through the environment, not argv: argv is visible to every user in `ps`.
     os.environ["FLOWER_BASIC_AUTH"] = "admin:" + settings.dashboard_password.get_secret_value()
-    os.execv(_bin("celery"), [_bin("celery"), "-A", CELERY_APP, "flower", f"--port={settings.flower_port}",
-                              f"--address={settings.web_host}"])
+    os.execv(
+        _bin("celery"),
+        [
+            _bin("celery"),
+            "-A",
+            CELERY_APP,
+            "flower",
+            f"--port={settings.flower_port}",
+            f"--address={settings.web_host}",
+        ],
+    )
 
 
 def check(settings: Settings) -> None:
@@ -81,8 +117,10 @@ def check(settings: Settings) -> None:
         cameras = load_cameras(settings.cameras_file)
     except CameraFileError as error:
         raise SettingsError(str(error)) from None
-    print(f"ok: {len(cameras)} cameras in {settings.cameras_file}; "
-          f"LLM {'on' if settings.is_llm_enabled else 'off (rules only)'}")
+    print(
+        f"ok: {len(cameras)} cameras in {settings.cameras_file}; "
+        f"LLM {'on' if settings.is_llm_enabled else 'off (rules only)'}"
+    )
 
 
 def check_patterns(settings: Settings) -> None:
@@ -106,12 +144,61 @@ def export_model_command(settings: Settings, fmt: str) -> None:
     print(f"exported {settings.model} to {output}\nuse it with TRAFFICRISK_MODEL={output}")
 
 
+def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:
+    from trafficrisk import evaluation
+    from trafficrisk.messages import RiskLevel
+    from trafficrisk.runtime import thresholds_from
+    from trafficrisk.workers.analysis import FrameAnalyzer
+    from trafficrisk.workers.detection import DetectorError, load_detector
+    from trafficrisk.workers.patterns import PatternsError, load_patterns
+    from trafficrisk.workers.rules import LlmGate
+
+    if args.suite == bool(args.clip):
+        raise SettingsError("evaluate: give CLIP and TRUTH, or --suite")
+    try:
+        patterns = load_patterns(settings.patterns_file, RiskLevel(settings.alert_level))
+        detector = load_detector(settings.model, settings.device, settings.detect_confidence)
+    except (PatternsError, DetectorError) as error:
+        raise SettingsError(str(error)) from None
+    analyzer = FrameAnalyzer(
+        detector, LlmGate(settings.llm_gate_score, settings.llm_high_priority_score), settings.jpeg_quality
+    )
+    fps = args.fps or DEFAULT_SAMPLE_FPS
+    try:
+        clips = evaluation.scenario_clips(args.clips) if args.suite else [(args.clip, args.truth)]
+        summaries = {}
+        modes = [True, False] if args.suite else [not args.uncalibrated]
+        for calibrated in modes:
+            label = f"{'calibrated' if calibrated else 'uncalibrated'} at {fps:g} fps ({detector.name})"
+            print(label)
+            scores = evaluation.evaluate(
+                clips,
+                analyzer,
+                fps=fps,
+                calibrated=calibrated,
+                limits=thresholds_from(settings),
+                patterns=patterns,
+            )
+            summaries[label] = evaluation.summarize(scores)
+            print("\n".join(evaluation.summary_lines(label, summaries[label])))
+    except (FileNotFoundError, ValueError) as error:
+        raise SettingsError(f"evaluate: {error}") from None
+    if args.json:
+        args.json.write_text(json.dumps({k: v.to_json() for k, v in summaries.items()}, indent=1))
+
+
 def write_scenarios(name: str, folder: Path) -> None:
     from trafficrisk.scenario import SCENARIOS, write
 
     for scenario in SCENARIOS.values() if name == "all" else [SCENARIOS[name]]:
         clip, truth = write(scenario, folder)
         print(f"{scenario.name}: {clip} and {truth}")
+
+
+def _scenario_names() -> list[str]:
+    from trafficrisk.scenario import SCENARIOS
+
+    return list(SCENARIOS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,16 +211,43 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("flower", help="Flower, behind basic auth")
     worker = commands.add_parser("worker", help="a Celery worker for one role")
     worker.add_argument("role", choices=sorted(WORKER_ROLES))
-    worker.add_argument("--name", help="node name, for several workers of a role on one machine "
-                                       "(default ROLE@%%h)")
-    worker.add_argument("--pool", choices=["threads", "gevent"],
-                        help="the Celery pool (default threads; gevent needs the gevent package)")
+    worker.add_argument(
+        "--name", help="node name, for several workers of a role on one machine (default ROLE@%%h)"
+    )
+    worker.add_argument(
+        "--pool",
+        choices=["threads", "gevent"],
+        help="the Celery pool (default threads; gevent needs the gevent package)",
+    )
     export = commands.add_parser("export", help="export the YOLO model (TRAFFICRISK_MODEL) to run faster")
-    export.add_argument("--format", default="onnx", choices=["onnx", "openvino", "engine"],
-                        help="onnx or openvino for CPUs, engine (TensorRT) for NVIDIA GPUs")
+    export.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "openvino", "engine"],
+        help="onnx or openvino for CPUs, engine (TensorRT) for NVIDIA GPUs",
+    )
     scenario = commands.add_parser("scenario", help="write a scenario clip and its ground truth")
-    scenario.add_argument("name", choices=["near-miss", "crossing", "parallel", "parked", "all"])
+    scenario.add_argument("name", choices=[*_scenario_names(), "all"])
     scenario.add_argument("--out", type=Path, default=Path("var/scenarios"))
+    evaluate = commands.add_parser("evaluate", help="judge the conflicts found in a clip against its truth")
+    evaluate.add_argument("clip", type=Path, nargs="?", help="a clip (trafficrisk scenario writes them)")
+    evaluate.add_argument("truth", type=Path, nargs="?", help="its truth file")
+    evaluate.add_argument(
+        "--suite", action="store_true", help="every scenario clip, calibrated and uncalibrated"
+    )
+    evaluate.add_argument("--fps", type=float, help=f"sample rate (default {DEFAULT_SAMPLE_FPS:g})")
+    evaluate.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="fit the scale from pedestrians instead of the truth's calibration",
+    )
+    evaluate.add_argument(
+        "--clips",
+        type=Path,
+        default=Path("var/scenarios"),
+        help="where the suite's clips are written (default var/scenarios)",
+    )
+    evaluate.add_argument("--json", type=Path, help="also write the summaries here")
     commands.add_parser("llm-sim", help="the OpenAI-compatible LLM simulator", add_help=False)
     return parser
 
@@ -176,6 +290,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         run_flower(settings)
     elif args.command == "export":
         export_model_command(settings, args.format)
+    elif args.command == "evaluate":
+        evaluate_command(args, settings)
     elif args.command == "worker":
         if args.role == "aggregate":
             check_patterns(settings)

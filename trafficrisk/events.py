@@ -17,6 +17,7 @@ FRAME_RESULT = "frame_result"
 ALERT = "alert"
 CAMERA_STATUS = "camera_status"
 STATS = "stats"
+CONFLICT = "conflict"
 
 
 class EventBus:

@@ -69,7 +69,7 @@ class Calibration(Message):
     def _usable(self) -> Self:
         from trafficrisk.workers.ground_plane import GroundPlane  # numpy and cv2: only when used
 
-        GroundPlane(self.image_points, self.ground_points)  # CalibrationError is a ValueError
+        GroundPlane.from_points(self.image_points, self.ground_points)  # CalibrationError: a ValueError
         return self
 
 
@@ -96,13 +96,18 @@ class LineCrossing(Message):
     direction: Literal["in", "out"]
 
 
+# Frames a second a camera is sampled at unless it says otherwise: what the conflict
+# measures need on a 2-core machine's detector (docs/benchmarks.md, "Conflicts").
+DEFAULT_SAMPLE_FPS = 5.0
+
+
 class Camera(Message):
     """One camera as configured in the YAML file or through the REST API."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     url: str = Field(min_length=1)
     name: str = ""
-    sample_fps: float = Field(1.0, ge=0.1, le=15)
+    sample_fps: float = Field(DEFAULT_SAMPLE_FPS, ge=0.1, le=15)
     enabled: bool = True
     loop: bool = True  # video files: start again at the end
     snapshot: bool = False  # an HTTP URL that returns one JPEG per request
@@ -169,8 +174,13 @@ class Detection(Message):
     confidence: float = Field(ge=0, le=1)
     box: Box
     track_id: int | None = None  # stable per camera while the road user stays in view
-    velocity: tuple[float, float] | None = None  # of the box's bottom centre, px/s
-    speed_mps: float | None = None  # on a calibrated camera, from the velocity
+    # On the ground plane, from the track (None until it has one): metres east/north of
+    # the plane's origin, m/s, and whether it moves at all (stationary: velocity zero).
+    ground: tuple[float, float] | None = None
+    velocity_mps: tuple[float, float] | None = None
+    speed_mps: float | None = None
+    moving: bool | None = None
+    confirmed: bool = False  # seen in enough frames to take part in a conflict
     zones: tuple[str, ...] = ()  # the camera's polygons its ground point is in
 
 
@@ -196,20 +206,86 @@ class Verdict(Message):
 
 
 class PairMeasure(Message):
-    """Two road users of a frame (indices into its detections) as constant velocity sees them.
+    """Two road users of a frame (indices into its detections), measured on the ground plane.
 
-    Lengths are in metres on a calibrated camera, else in pixels (`unit`); times are
-    seconds either way. None: no finite value (moving apart, parallel, never meeting).
+    Metres, seconds, m/s and m/s² (docs/conflicts.md); `approximate` when the camera's
+    scale was fitted from its pedestrians rather than calibrated. None: no finite value
+    (never touching, both standing still, paths that do not cross).
     """
 
     first: int
     second: int
-    unit: Literal["m", "px"]
-    distance: float
-    closing_speed: float
+    gap_m: float  # between their footprints
+    closing_speed: float  # how fast the gap shrinks, m/s
     ttc_s: float | None = None
-    pet_s: float | None = None
+    pet_s: float | None = None  # observed, once the second has entered where the first was
     drac: float | None = None
+    approximate: bool = False
+
+
+class ConflictSeverity(StrEnum):
+    POTENTIAL = "potential"
+    SERIOUS = "serious"
+
+    @property
+    def rank(self) -> int:
+        return list(ConflictSeverity).index(self)
+
+
+class ConflictChange(StrEnum):
+    """What a frame did to a conflict event: what the `conflict` event announces."""
+
+    OPENED = "opened"
+    ESCALATED = "escalated"  # potential -> serious
+    UPDATED = "updated"  # a measure moved (a lower TTC, say), or nothing: still going
+    ENDED = "ended"
+
+
+class ConflictEvent(Message):
+    """One encounter of two tracks of a camera: its interval, the extremes of its
+    measures, its kind and its place (docs/conflicts.md). Versions of one event share
+    `conflict_id`; `updated_seq` orders them."""
+
+    conflict_id: str
+    camera_id: str
+    first_track: int
+    second_track: int
+    first_label: str
+    second_label: str
+    kind: Literal["vehicle-pedestrian", "vehicle-vehicle"]
+    conflict_type: Literal["crossing", "rear-end", "head-on"]
+    severity: ConflictSeverity
+    change: ConflictChange
+    start_at: float  # capture time of its first frame in range
+    end_at: float  # of its last frame in range so far
+    start_frame: str
+    last_frame: str
+    updated_seq: int
+    min_ttc_s: float | None = None
+    min_ttc_at: float | None = None
+    min_ttc_frame: str | None = None
+    pet_s: float | None = None
+    pet_at: float | None = None  # when the second road user entered the shared area
+    pet_frame: str | None = None
+    max_drac: float | None = None
+    closing_speed: float | None = None  # at the minimum TTC, m/s
+    first_speed_mps: float | None = None  # at the minimum TTC (or the PET)
+    second_speed_mps: float | None = None
+    max_speed_mps: float = 0.0  # the faster road user's highest speed during the encounter
+    location: tuple[float, float] | None = None  # on the ground, metres
+    image_point: tuple[float, float] | None = None  # the same place in the frame, pixels
+    zones: tuple[str, ...] = ()
+    approximate: bool = False  # measured on a fitted, not a calibrated, scale
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """The frames that show it: the first, the critical ones, the last."""
+        ids = (self.start_frame, self.min_ttc_frame, self.pet_frame, self.last_frame)
+        return tuple(dict.fromkeys(i for i in ids if i))
+
+    @property
+    def is_open(self) -> bool:
+        return self.change is not ConflictChange.ENDED
 
 
 class Group(Message):
@@ -270,6 +346,10 @@ class FrameResult(Message):
     groups: tuple[AssessedGroup, ...]
     risk_level: RiskLevel
     crossings: tuple[LineCrossing, ...] = ()
+    # The camera's conflict events as this frame left them: open ones, and those it ended.
+    conflicts: tuple[ConflictEvent, ...] = ()
+    # How the measures were scaled: `calibrated`, or `approximate` (fitted from pedestrians).
+    scale: Literal["calibrated", "approximate"] = "approximate"
     timings: dict[str, float] = Field(default_factory=dict)
 
 
@@ -298,6 +378,10 @@ class Alert(Message):
     source: VerdictSource
     group_id: str = ""  # the group the evidence crop shows; empty for a whole-frame pattern
     pattern: str = "risky-group"
+    conflict_id: str = ""  # the conflict event it was raised for (a `conflict` pattern)
+    # A later version of an alert already raised, at a higher level (its conflict escalated):
+    # the stored alert takes its level, type and reason, and keeps its state.
+    escalated: bool = False
     state: AlertState = AlertState.OPEN
     updated_at: float = 0.0  # wall clock of the last change of state
     evidence: tuple[Literal["frame", "crop", "clip"], ...] = ()  # what the API can serve

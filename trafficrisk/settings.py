@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TRAFFICRISK_"
@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     history_length: int = Field(1000, gt=0)
     alerts_length: int = Field(5000, gt=0)
     alert_level: str = Field("high", pattern="^(low|medium|high)$")
+    # Conflict severity (docs/conflicts.md has the sources): serious at a TTC or PET at most
+    # the serious thresholds or a DRAC at least its one; potential up to the potential ones.
+    serious_ttc_s: float = Field(1.5, gt=0, le=10)
+    potential_ttc_s: float = Field(3.0, gt=0, le=10)
+    serious_pet_s: float = Field(1.0, gt=0, le=10)
+    potential_pet_s: float = Field(3.0, gt=0, le=10)
+    serious_drac: float = Field(3.4, gt=0, le=20)
+    # Frames in a row a measure must hold to open a conflict or make it serious; how long
+    # out of range ends it.
+    conflict_confirm_frames: int = Field(2, ge=1, le=10)
+    conflict_end_s: float = Field(1.5, gt=0, le=30)
+    conflicts_length: int = Field(5000, gt=0)
+    conflicts_retention_s: int = Field(7 * 86400, gt=0)
     # Temporal patterns that raise alerts (YAML); unset: the built-in ones (docs/patterns.md).
     patterns_file: Path | None = None
     # Results may arrive this late (event time) and still count in their minute and patterns.
@@ -123,6 +136,14 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> Settings:
+        if self.serious_ttc_s > self.potential_ttc_s:
+            raise ValueError("TRAFFICRISK_SERIOUS_TTC_S: must not exceed TRAFFICRISK_POTENTIAL_TTC_S")
+        if self.serious_pet_s > self.potential_pet_s:
+            raise ValueError("TRAFFICRISK_SERIOUS_PET_S: must not exceed TRAFFICRISK_POTENTIAL_PET_S")
+        return self
+
     @property
     def is_llm_enabled(self) -> bool:
         return self.llm_base_url is not None
@@ -137,7 +158,9 @@ def _env_name(field: str) -> str:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
+    if not first["loc"]:  # a check across settings names them itself
+        return str(first["msg"]).removeprefix("Value error, ")
+    field = str(first["loc"][0])
     line = f"{_env_name(field)}: {first['msg']}"
     # Never echo a secret back, not even a malformed one.
     if field not in SECRET_FIELDS and "input" in first and isinstance(first["input"], str | int | float):

@@ -10,9 +10,9 @@ from typing import Any
 from celery import chord
 from celery.signals import celeryd_after_setup
 
-from trafficrisk.messages import AssessedGroup, AssessRequest, FrameRef, FrameResult, RiskLevel
+from trafficrisk.messages import AssessRequest, FrameRef, FrameResult
 from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
-from trafficrisk.runtime import get_pattern_engine, get_store
+from trafficrisk.runtime import get_pattern_engine, get_store, get_thresholds
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
@@ -21,11 +21,12 @@ from trafficrisk.tasks.evidence import open_alerts
 from trafficrisk.workers.aggregation import record_skipped_frame
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
 from trafficrisk.workers.batching import BatchedDetector
+from trafficrisk.workers.conflicts import Frame
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.ground_plane import plane_for
 from trafficrisk.workers.llm_batching import frame_batches
 from trafficrisk.workers.rules import LlmGate
-from trafficrisk.workers.tracking import shared_tracker
+from trafficrisk.workers.scene import Geometry, shared_scene
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def get_analyzer() -> FrameAnalyzer:
             detector: Detector = load_detector(settings.model, settings.device, settings.detect_confidence)
             warm_up(detector, settings.detect_batch_size)
             if settings.detect_batch_size > 1:
-                detector = BatchedDetector(detector, settings.detect_batch_size,
-                                           settings.detect_batch_wait_ms / 1000)
+                detector = BatchedDetector(
+                    detector, settings.detect_batch_size, settings.detect_batch_wait_ms / 1000
+                )
             gate = LlmGate(settings.llm_gate_score, settings.llm_high_priority_score)
             _analyzer = FrameAnalyzer(detector, gate, settings.jpeg_quality)
         return _analyzer
@@ -69,13 +71,14 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
         drop(ref, "expired")
         return
     settings = get_settings()
-    track = shared_tracker(store, ref.camera_id, ref.seq, ref.captured_at)
     camera = store.get_camera(ref.camera_id)
     calibration = camera.calibration if camera else None
     plane = plane_for(calibration.image_points, calibration.ground_points) if calibration else None
+    geometry = Geometry(ref.width, ref.height, plane, camera.zones if camera else ())
+    frame = Frame(ref.camera_id, ref.seq, ref.captured_at, approximate=plane is None)
+    scene = shared_scene(store, frame, geometry, get_thresholds())
     try:
-        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, track=track, plane=plane,
-                                          zones=camera.zones if camera else ())
+        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, scene=scene)
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
         drop(ref, "corrupt")
@@ -95,17 +98,7 @@ def drop(ref: FrameRef, reason: str) -> None:
 
 def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:
     """The frame's result with the rules' verdicts; the LLM's replace them in aggregate."""
-    settings = get_settings()
-    return FrameResult(
-        camera_id=ref.camera_id, frame_id=ref.frame_id, seq=ref.seq, captured_at=ref.captured_at,
-        processed_at=time.time(), width=ref.width, height=ref.height,
-        detector=get_analyzer().detector.name, llm_enabled=settings.is_llm_enabled,
-        detections=analysis.detections,
-        groups=tuple(AssessedGroup(group=g, verdict=g.rules_verdict) for g in analysis.groups),
-        risk_level=RiskLevel.highest([g.rules_verdict.risk_level for g in analysis.groups]),
-        crossings=analysis.crossings,
-        timings={"queue_wait_s": queue_wait_s, **analysis.timings},
-    )
+    return analysis.to_result(ref, get_analyzer().detector.name, get_settings().is_llm_enabled, queue_wait_s)
 
 
 def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> None:
@@ -119,12 +112,22 @@ def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> Non
     for group in analysis.groups:
         if group.group_id in analysis.crops:
             key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
-            requests.append(AssessRequest(frame=ref, group=group, crop_key=key, queued_at=time.time(),
-                                          high_priority=gate.is_high_priority(group.prescore)))
+            requests.append(
+                AssessRequest(
+                    frame=ref,
+                    group=group,
+                    crop_key=key,
+                    queued_at=time.time(),
+                    high_priority=gate.is_high_priority(group.prescore),
+                )
+            )
     header = []
     for batch in frame_batches(requests, get_settings().llm_batch_size):
         queue = LLM_HIGH_QUEUE if batch[0].high_priority else LLM_LOW_QUEUE
-        task = assess_group.s(batch[0].to_wire()) if len(batch) == 1 else \
-            assess_groups.s([request.to_wire() for request in batch])
+        task = (
+            assess_group.s(batch[0].to_wire())
+            if len(batch) == 1
+            else assess_groups.s([request.to_wire() for request in batch])
+        )
         header.append(task.set(queue=queue))
     chord(header)(aggregate_frame.s(draft))

@@ -1,28 +1,35 @@
-"""One frame through the detect stage: decode, detect, group, score, crop.
+"""One frame through the detect stage: decode, detect, the camera's scene, group, crop.
 
-Plain Python over a Detector; the detect task feeds it a JPEG from Redis and
-decides what to do with the groups the gate flags.
+Plain Python over a Detector; the detect task feeds it a JPEG from Redis and the
+camera's scene step (the shared state in Redis), `trafficrisk evaluate` a JPEG of a
+clip's frame and a scene kept in memory, and both get the same analysis.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
 
-from trafficrisk.messages import Box, Detection, Group, LineCrossing, Zone
+from trafficrisk.messages import (
+    AssessedGroup,
+    Box,
+    ConflictEvent,
+    Detection,
+    FrameRef,
+    FrameResult,
+    Group,
+    LineCrossing,
+    RiskLevel,
+)
 from trafficrisk.workers.detection import Detector
-from trafficrisk.workers.ground_plane import GroundPlane
-from trafficrisk.workers.grouping import find_groups
-from trafficrisk.workers.interaction import measure_pairs, with_speeds
-from trafficrisk.workers.rules import LlmGate, converging_pairs, score_group
-from trafficrisk.workers.tracking import FrameTracker
-from trafficrisk.workers.zones import crossings, zones_of
+from trafficrisk.workers.rules import LlmGate, build_groups
+from trafficrisk.workers.scene import SceneStep
 
 CROP_PADDING = 0.15
-
 
 
 class FrameDecodeError(ValueError):
@@ -37,6 +44,29 @@ class FrameAnalysis:
     crops: dict[str, bytes] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     crossings: tuple[LineCrossing, ...] = ()
+    conflicts: tuple[ConflictEvent, ...] = ()
+    scale: Literal["calibrated", "approximate"] = "approximate"
+
+    def to_result(self, ref: FrameRef, detector: str, llm_enabled: bool, queue_wait_s: float) -> FrameResult:
+        """The frame's result with the rules' verdicts (the LLM's replace them in aggregate)."""
+        return FrameResult(
+            camera_id=ref.camera_id,
+            frame_id=ref.frame_id,
+            seq=ref.seq,
+            captured_at=ref.captured_at,
+            processed_at=time.time(),
+            width=ref.width,
+            height=ref.height,
+            detector=detector,
+            llm_enabled=llm_enabled,
+            detections=self.detections,
+            groups=tuple(AssessedGroup(group=g, verdict=g.rules_verdict) for g in self.groups),
+            risk_level=RiskLevel.highest([g.rules_verdict.risk_level for g in self.groups]),
+            crossings=self.crossings,
+            conflicts=self.conflicts,
+            scale=self.scale,
+            timings={"queue_wait_s": queue_wait_s, **self.timings},
+        )
 
 
 def decode_jpeg(jpeg: bytes) -> np.ndarray:
@@ -62,61 +92,34 @@ def crop_box(image: np.ndarray, box: Box, padding: float = CROP_PADDING) -> np.n
     return image[y1:y2, x1:x2]
 
 
-def build_groups(detections: tuple[Detection, ...], plane: GroundPlane | None = None) -> tuple[Group, ...]:
-    pairs = measure_pairs(detections, plane)
-    groups = []
-    for number, members in enumerate(find_groups(detections, converging=converging_pairs(pairs))):
-        inside = set(members)
-        own_pairs = tuple(p for p in pairs if p.first in inside and p.second in inside)
-        prescore, verdict = score_group(detections, members, own_pairs)
-        groups.append(Group(
-            group_id=f"g{number}",
-            members=tuple(members),
-            labels=tuple(detections[i].label for i in members),
-            box=Box.union([detections[i].box for i in members]),
-            prescore=prescore,
-            rules_verdict=verdict,
-            pairs=own_pairs,
-        ))
-    return tuple(groups)
-
-
 class FrameAnalyzer:
     def __init__(self, detector: Detector, gate: LlmGate, jpeg_quality: int = 85) -> None:
         self.detector = detector
         self.gate = gate
         self.jpeg_quality = jpeg_quality
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool, track: FrameTracker | None = None,
-                plane: GroundPlane | None = None, zones: tuple[Zone, ...] = ()) -> FrameAnalysis:
-        """Detections and groups of one frame; crops only when an LLM will see them.
-
-        `track` adds track ids and velocities to the detections (it needs the
-        camera's shared tracker state, which the caller holds); `plane` turns pair
-        measures into metres; `zones` give zone membership and line crossings.
-        """
+    def analyze(self, jpeg: bytes, *, want_crops: bool, scene: SceneStep) -> FrameAnalysis:
+        """Detections, the scene they make and its groups; crops only when an LLM will see them."""
         started = time.perf_counter()
         image = decode_jpeg(jpeg)
         decoded = time.perf_counter()
         detections = tuple(self.detector.detect([image])[0])
         inferred = time.perf_counter()
-        previous: dict[int, tuple[float, float]] = {}
-        if track is not None:
-            detections, previous = track(detections)
-        if zones:
-            detections = tuple(d.model_copy(update={"zones": zones_of(d, zones)}) for d in detections)
-        if plane is not None:
-            detections = with_speeds(detections, plane)
-        groups = build_groups(detections, plane)
+        seen = scene(detections)
+        groups = build_groups(seen.detections, seen.pairs, seen.conflicts)
         crops = {}
         if want_crops:
-            crops = {g.group_id: encode_jpeg(crop_box(image, g.box), self.jpeg_quality)
-                     for g in groups if self.gate.wants_llm(g.prescore)}
-        crossed = tuple(crossings(detections, previous, zones))
+            crops = {
+                g.group_id: encode_jpeg(crop_box(image, g.box), self.jpeg_quality)
+                for g in groups
+                if self.gate.wants_llm(g.prescore)
+            }
         finished = time.perf_counter()
         timings = {
             "decode_s": round(decoded - started, 4),
             "inference_s": round(inferred - decoded, 4),
             "postprocess_s": round(finished - inferred, 4),
         }
-        return FrameAnalysis(detections, groups, crops, timings, crossed)
+        return FrameAnalysis(
+            seen.detections, groups, crops, timings, seen.crossings, seen.conflicts, seen.scale
+        )

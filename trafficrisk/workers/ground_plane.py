@@ -1,7 +1,10 @@
-"""A camera's ground-plane calibration: four image points matched to four ground points.
+"""A camera's ground plane: a homography from image pixels to metres on the road.
 
-The homography from image pixels to metres on the road lets speeds and distances be
-measured in m/s and m rather than in pixels, which shrink with distance from the camera.
+Every measure is taken on the ground plane, in metres and seconds: pixels shrink with
+distance from the camera, so a speed or a gap in pixels means nothing. A calibrated
+camera's plane comes from four image points matched to four ground points; an
+uncalibrated camera's is fitted from the pedestrians it sees (`workers/scale.py`) and
+is `approximate`.
 """
 
 from __future__ import annotations
@@ -35,27 +38,76 @@ def _check_points(points: Sequence[Sequence[float]], what: str) -> np.ndarray:
 
 
 class GroundPlane:
-    """Maps image points (pixels) to ground points (metres) through a homography."""
+    """Maps image points (pixels) to ground points (metres) and back."""
 
-    def __init__(self, image_points: Sequence[Sequence[float]],
-                 ground_points: Sequence[Sequence[float]]) -> None:
+    def __init__(self, matrix: np.ndarray, approximate: bool = False, side: float = 1.0) -> None:
+        self.matrix = np.asarray(matrix, dtype=np.float64)
+        self.inverse = np.linalg.inv(self.matrix)
+        self.approximate = approximate
+        # The sign of the homogeneous w on the ground side of the horizon: beyond the
+        # horizon the homography wraps round to points that are not on the ground.
+        self.side = 1.0 if side >= 0 else -1.0
+
+    @classmethod
+    def from_points(
+        cls, image_points: Sequence[Sequence[float]], ground_points: Sequence[Sequence[float]]
+    ) -> GroundPlane:
         source = _check_points(image_points, "image points")
         target = _check_points(ground_points, "ground points")
-        self.matrix = cv2.getPerspectiveTransform(source.astype(np.float32), target.astype(np.float32))
+        matrix = cv2.getPerspectiveTransform(source.astype(np.float32), target.astype(np.float32))
+        side = float((matrix @ np.array([*source.mean(axis=0), 1.0]))[2])
+        return cls(matrix, side=side)
+
+    def to_ground_many(self, points: np.ndarray) -> np.ndarray:
+        """N image points (N x 2) in metres; NaN for points at or beyond the horizon."""
+        return _apply(self.matrix, points, self.side)
+
+    def to_image_many(self, points: np.ndarray) -> np.ndarray:
+        return _apply(self.inverse, points, 0.0)
 
     def to_ground(self, point: Point) -> Point:
-        x, y, w = self.matrix @ np.array([point[0], point[1], 1.0])
-        if abs(w) < 1e-12:
+        x, y = self.to_ground_many(np.array([point]))[0]
+        if not np.isfinite(x):
             raise CalibrationError(f"image point {point} maps to the horizon")
-        return float(x / w), float(y / w)
+        return float(x), float(y)
 
+    def to_image(self, point: Point) -> Point:
+        x, y = self.to_image_many(np.array([point]))[0]
+        return float(x), float(y)
+
+    def away_from_camera(self, point: Point) -> Point:
+        """The unit ground direction in which the image point moves up the image: away
+        from the camera, along its line of sight."""
+        here, above = self.to_ground_many(np.array([point, (point[0], point[1] - 1.0)]))
+        direction = above - here
+        norm = float(np.hypot(*direction))
+        if not np.isfinite(norm) or norm == 0:
+            return 0.0, 1.0
+        return float(direction[0] / norm), float(direction[1] / norm)
+
+    def metres_per_pixel(self, point: Point) -> float:
+        """Across the image at this point: the ground length of one pixel along the row."""
+        left, right = self.to_ground_many(np.array([(point[0] - 0.5, point[1]), (point[0] + 0.5, point[1])]))
+        return float(np.hypot(*(right - left)))
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray, side: float) -> np.ndarray:
+    """Points through a homography; NaN where w is (near) zero or, with a `side`, of the
+    other sign."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    homogeneous = np.hstack([points, np.ones((len(points), 1))]) @ matrix.T
+    w = homogeneous[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mapped = homogeneous[:, :2] / w
+    valid = (w * side > 1e-12) if side else (np.abs(w) > 1e-12)
+    return np.where(valid, mapped, np.nan)
 
 
 @functools.lru_cache(maxsize=1024)
 def plane_for(image_points: tuple[Point, ...], ground_points: tuple[Point, ...]) -> GroundPlane | None:
-    """A camera's ground plane, made once; None (logged once) when its points are unusable."""
+    """A camera's calibrated plane, made once; None (logged once) when its points are unusable."""
     try:
-        return GroundPlane(image_points, ground_points)
+        return GroundPlane.from_points(image_points, ground_points)
     except CalibrationError as error:
-        log.warning("calibration ignored, measuring in pixels: %s", error)
+        log.warning("calibration ignored, scale fitted from pedestrians instead: %s", error)
         return None

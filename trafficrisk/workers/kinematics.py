@@ -1,17 +1,18 @@
-"""Surrogate safety measures for a pair of road users moving at constant velocity.
+"""Surrogate safety measures of two road users on the ground plane, in metres and seconds.
 
-Positions are ground points (the bottom centre of a box), in metres on a calibrated
-camera and in pixels otherwise; velocities in the same unit per second. Each
-measure answers None where it has no finite value (moving apart, parallel paths,
-paths that never meet), never infinity, so that it fits in JSON.
+Each road user is a footprint: a rectangle of its class's size (workers/road_users.py)
+at its position, turned along its heading. See docs/conflicts.md for the definitions:
 
-- time to collision (TTC): when the two, keeping their velocities, come within
-  `reach` of each other (the sum of their half sizes); 0 when they already are.
-- post-encroachment time (PET): for crossing paths, the time between the first
-  leaving the crossing point and the second reaching it (constant velocity: the
-  difference of their arrival times there).
-- deceleration rate to avoid a crash (DRAC): on a collision course, the deceleration
-  that brings their closing speed to zero before the gap between them closes.
+- time to collision (TTC): the time until the two footprints touch if both keep their
+  velocity; 0 when they overlap and still close in; None when they never touch.
+- gap and closing speed: the distance between the footprints, and how fast it shrinks.
+- deceleration rate to avoid a crash (DRAC): closing speed² / (2 · gap), on a
+  collision course only.
+- post-encroachment time (PET), observed: from the two footprints' actual paths, the
+  time between the first road user leaving the area both pass through and the second
+  entering it, taken when the second arrives.
+
+Each answers None where it has no finite value, never infinity, so that it fits in JSON.
 """
 
 from __future__ import annotations
@@ -19,86 +20,202 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
+from shapely.geometry import LineString, MultiPoint, Point, Polygon
+
 Vector = tuple[float, float]
 
-# Below this a speed or a cross product counts as zero: pixels and metres alike.
-EPSILON = 1e-9
+# Beyond this a time to collision is no conflict of any severity: not worth reporting.
+TTC_HORIZON_S = 10.0
+# Step of the closing speed's finite difference; the paths are straight, so any will do.
+_CLOSING_DT_S = 0.05
+# Paths are resampled this finely to time an observed PET between sampled frames.
+PET_STEP_S = 0.04
 
 
 @dataclass(frozen=True)
-class PairMeasures:
-    distance: float
-    closing_speed: float  # positive while the gap shrinks
-    ttc_s: float | None
-    pet_s: float | None
-    drac: float | None
+class Footprint:
+    """A road user's rectangle on the ground: centre, unit heading, length along it, width."""
+
+    centre: Vector
+    heading: Vector
+    length: float
+    width: float
+
+    def corners(self) -> np.ndarray:
+        hx, hy = self.heading
+        along = np.array([hx, hy]) * self.length / 2
+        across = np.array([-hy, hx]) * self.width / 2
+        c = np.array(self.centre)
+        return np.array([c + along + across, c - along + across, c - along - across, c + along - across])
+
+    def polygon(self) -> Polygon:
+        return Polygon(self.corners())
 
 
-def _sub(a: Vector, b: Vector) -> Vector:
-    return a[0] - b[0], a[1] - b[1]
+def unit(vector: Vector, fallback: Vector = (1.0, 0.0)) -> Vector:
+    norm = math.hypot(*vector)
+    return (vector[0] / norm, vector[1] / norm) if norm > 1e-9 else fallback
 
 
-def _dot(a: Vector, b: Vector) -> float:
-    return a[0] * b[0] + a[1] * b[1]
+def placed(ground_point: Vector, away: Vector, heading: Vector, length: float, width: float) -> Footprint:
+    """The footprint whose nearest edge to the camera lies at the box's ground point.
+
+    The bottom centre of a box is where the road user meets the ground nearest the
+    camera, not its middle: the centre lies half its depth further along the line of
+    sight (`away`, a unit vector), the depth being what its length and width span
+    along that line at this heading.
+    """
+    h = unit(heading)
+    depth = length * abs(h[0] * away[0] + h[1] * away[1]) + width * abs(-h[1] * away[0] + h[0] * away[1])
+    centre = (ground_point[0] + away[0] * depth / 2, ground_point[1] + away[1] * depth / 2)
+    return Footprint(centre, h, length, width)
 
 
-def _cross(a: Vector, b: Vector) -> float:
-    return a[0] * b[1] - a[1] * b[0]
-
-
-def time_to_collision(p1: Vector, v1: Vector, p2: Vector, v2: Vector, reach: float) -> float | None:
-    """Smallest t >= 0 with |(p2 + v2 t) - (p1 + v1 t)| <= reach, or None if never."""
-    dp, dv = _sub(p2, p1), _sub(v2, v1)
-    c = _dot(dp, dp) - reach * reach
-    if c <= 0:
-        return 0.0
-    a, b = _dot(dv, dv), 2 * _dot(dp, dv)
-    if a < EPSILON or b >= 0:  # no relative motion, or moving apart
-        return None
-    discriminant = b * b - 4 * a * c
-    if discriminant < 0:  # they pass each other further apart than `reach`
-        return None
-    return (-b - math.sqrt(discriminant)) / (2 * a)
-
-
-def post_encroachment_time(p1: Vector, v1: Vector, p2: Vector, v2: Vector) -> float | None:
-    """|t1 - t2| where t1, t2 are when each reaches the crossing of their paths, both ahead."""
-    cross = _cross(v1, v2)
-    if abs(cross) < EPSILON:  # parallel paths (or one standing still) never cross
-        return None
-    dp = _sub(p2, p1)
-    t1 = _cross(dp, v2) / cross
-    t2 = _cross(dp, v1) / cross
-    if t1 < 0 or t2 < 0:  # the crossing point is behind one of them
-        return None
-    return abs(t1 - t2)
-
-
-def closing_speed(p1: Vector, v1: Vector, p2: Vector, v2: Vector) -> float:
-    """How fast the distance between them shrinks (negative while it grows)."""
-    dp, dv = _sub(p2, p1), _sub(v2, v1)
-    distance = math.hypot(*dp)
-    if distance < EPSILON:
-        return math.hypot(*dv)
-    return -_dot(dp, dv) / distance
-
-
-def deceleration_to_avoid(p1: Vector, v1: Vector, p2: Vector, v2: Vector, reach: float) -> float | None:
-    """closing speed² / (2 · gap), the gap being the distance less `reach`; None unless
-    they are on a collision course (a finite TTC) and not yet within reach."""
-    ttc = time_to_collision(p1, v1, p2, v2, reach)
-    gap = math.hypot(*_sub(p2, p1)) - reach
-    if ttc is None or gap <= EPSILON:
-        return None
-    speed = closing_speed(p1, v1, p2, v2)
-    return speed * speed / (2 * gap)
-
-
-def measure_pair(p1: Vector, v1: Vector, p2: Vector, v2: Vector, reach: float) -> PairMeasures:
-    return PairMeasures(
-        distance=math.hypot(*_sub(p2, p1)),
-        closing_speed=closing_speed(p1, v1, p2, v2),
-        ttc_s=time_to_collision(p1, v1, p2, v2, reach),
-        pet_s=post_encroachment_time(p1, v1, p2, v2),
-        drac=deceleration_to_avoid(p1, v1, p2, v2, reach),
+def _moved(footprint: Footprint, velocity: Vector, t: float) -> Footprint:
+    x, y = footprint.centre
+    return Footprint(
+        (x + velocity[0] * t, y + velocity[1] * t), footprint.heading, footprint.length, footprint.width
     )
+
+
+def gap(a: Footprint, b: Footprint) -> float:
+    """The distance between the two footprints: 0 when they touch or overlap."""
+    return float(a.polygon().distance(b.polygon()))
+
+
+def closing_speed(a: Footprint, va: Vector, b: Footprint, vb: Vector) -> float:
+    """How fast the gap between the footprints shrinks (negative while it grows)."""
+    later = gap(_moved(a, va, _CLOSING_DT_S), _moved(b, vb, _CLOSING_DT_S))
+    return (gap(a, b) - later) / _CLOSING_DT_S
+
+
+def _difference(a: Footprint, b: Footprint) -> Polygon:
+    """The Minkowski difference A - B: the footprints touch exactly when it holds the origin."""
+    corners = (a.corners()[:, None, :] - b.corners()[None, :, :]).reshape(-1, 2)
+    hull = MultiPoint(corners).convex_hull
+    return hull if isinstance(hull, Polygon) else Polygon()
+
+
+def time_to_collision(
+    a: Footprint, va: Vector, b: Footprint, vb: Vector, horizon_s: float = TTC_HORIZON_S
+) -> float | None:
+    """The smallest t >= 0 at which the footprints, each at its constant velocity, touch.
+
+    They touch at t when the origin is in (A - B) + (va - vb) t, that is when the ray
+    from the origin along vb - va enters A - B. Overlapping footprints give 0 while
+    they still close in (None once they part, or with no relative motion).
+    """
+    difference = _difference(a, b)
+    if difference.is_empty:
+        return None
+    w = (vb[0] - va[0], vb[1] - va[1])
+    speed = math.hypot(*w)
+    origin = Point(0.0, 0.0)
+    if difference.intersects(origin):
+        return 0.0 if speed > 1e-9 and closing_speed(a, va, b, vb) > 0 else None
+    if speed < 1e-9:
+        return None
+    reach = speed * horizon_s
+    ray = LineString([(0.0, 0.0), (w[0] * horizon_s, w[1] * horizon_s)])
+    hit = ray.intersection(difference)
+    if hit.is_empty:
+        return None
+    entry = min(math.hypot(x, y) for x, y in _coords(hit))
+    return min(entry, reach) / speed
+
+
+def _coords(geometry: shapely.Geometry) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in shapely.get_coordinates(geometry)]
+
+
+def drac(a: Footprint, va: Vector, b: Footprint, vb: Vector) -> float | None:
+    """closing speed² / (2 · gap) on a collision course (a finite TTC) with a gap left."""
+    if time_to_collision(a, va, b, vb) is None:
+        return None
+    distance, closing = gap(a, b), closing_speed(a, va, b, vb)
+    if distance <= 1e-6 or closing <= 0:
+        return None
+    return closing * closing / (2 * distance)
+
+
+@dataclass(frozen=True)
+class Trail:
+    """Where a road user's footprint was: sample times (ascending) with centres and headings."""
+
+    times: np.ndarray  # N
+    centres: np.ndarray  # N x 2
+    headings: np.ndarray  # N x 2, unit
+    length: float
+    width: float
+
+    def resampled(self, since: float, step: float = PET_STEP_S) -> tuple[np.ndarray, np.ndarray]:
+        """Sample times from `since` (or the first sample) to the last, and the footprints
+        there as shapely polygons, positions linearly interpolated between samples."""
+        start = max(float(self.times[0]), since)
+        if start > float(self.times[-1]):
+            return np.zeros(0), np.array([], dtype=object)
+        times = np.arange(float(self.times[-1]), start - 1e-9, -step)[::-1]
+        if len(times) == 0:
+            return times, np.array([], dtype=object)
+        x = np.interp(times, self.times, self.centres[:, 0])
+        y = np.interp(times, self.times, self.centres[:, 1])
+        nearest = np.clip(np.searchsorted(self.times, times), 0, len(self.times) - 1)
+        polygons = [
+            Footprint((float(cx), float(cy)), (float(h[0]), float(h[1])), self.length, self.width).polygon()
+            for cx, cy, h in zip(x, y, self.headings[nearest], strict=True)
+        ]
+        return times, np.array(polygons, dtype=object)
+
+
+@dataclass(frozen=True)
+class Encroachment:
+    """An observed PET: the first road user left the shared area at `left_at`, the second
+    entered it at `entered_at`; `first` is 0 or 1 (which of the two trails passed first)."""
+
+    pet_s: float
+    first: int
+    left_at: float
+    entered_at: float
+    where: Vector  # the middle of the area both occupied, in metres
+
+
+def post_encroachment_time(a: Trail, b: Trail, a_since: float, b_since: float) -> Encroachment | None:
+    """The PET of two paths, when one of them has entered ground the other occupied in
+    the part of its path after its `_since` time (its sample before the newest, so that
+    a road user hidden for a while is judged over the whole stretch it was hidden for):
+    None otherwise.
+
+    PET is the shortest time between one footprint being somewhere and the other
+    being there too: the second's entry time less the first's exit time.
+    """
+    found = None
+    for first, earlier, later, since in ((0, a, b, b_since), (1, b, a, a_since)):
+        new_times, new_polygons = later.resampled(since)
+        old_times, old_polygons = earlier.resampled(-math.inf)
+        if len(new_times) == 0 or len(old_times) == 0:
+            continue
+        touching = shapely.intersects(new_polygons[:, None], old_polygons[None, :])
+        lag = new_times[:, None] - old_times[None, :]
+        candidates = np.where(touching & (lag >= 0), lag, np.inf)
+        if not np.isfinite(candidates.min()):
+            continue
+        i, j = np.unravel_index(np.argmin(candidates), candidates.shape)
+        if found is None or candidates[i, j] < found.pet_s:
+            area = new_polygons[i].intersection(old_polygons[j]).centroid
+            found = Encroachment(
+                float(candidates[i, j]),
+                first,
+                float(old_times[j]),
+                float(new_times[i]),
+                (float(area.x), float(area.y)),
+            )
+    return found
+
+
+def heading_angle(a: Vector, b: Vector) -> float:
+    """The angle between two headings, 0 to 180 degrees."""
+    ua, ub = unit(a), unit(b)
+    cosine = max(-1.0, min(1.0, ua[0] * ub[0] + ua[1] * ub[1]))
+    return math.degrees(math.acos(cosine))

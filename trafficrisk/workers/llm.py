@@ -96,10 +96,9 @@ def describe_group(group: Group, frame_width: int, frame_height: int) -> str:
 def describe_pair(pair: PairMeasure, group: Group) -> str:
     """One measured pair: `car and person: 12.3 m apart, closing at 4.1 m/s, time to collision 1.2 s`."""
     labels = dict(zip(group.members, group.labels, strict=True))
-    unit = pair.unit
     names = f"{labels.get(pair.first, '?')} and {labels.get(pair.second, '?')}"
-    parts = [f"{names}: {pair.distance:.1f} {unit} apart",
-             f"closing at {pair.closing_speed:.1f} {unit}/s" if pair.closing_speed > 0 else "not closing"]
+    parts = [f"{names}: {pair.gap_m:.1f} m apart{' (approximate scale)' if pair.approximate else ''}",
+             f"closing at {pair.closing_speed:.1f} m/s" if pair.closing_speed > 0 else "not closing"]
     if pair.ttc_s is not None:
         parts.append(f"time to collision {pair.ttc_s:.1f} s")
     if pair.pet_s is not None:

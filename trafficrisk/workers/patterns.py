@@ -17,9 +17,17 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from trafficrisk.messages import Alert, AssessedGroup, FrameResult, RiskLevel, VerdictSource
-
-VEHICLES = ("car", "bus", "truck", "motorcycle", "bicycle", "van", "lorry", "tuktuk", "bick")
+from trafficrisk.messages import (
+    Alert,
+    AssessedGroup,
+    ConflictEvent,
+    ConflictSeverity,
+    FrameResult,
+    RiskLevel,
+    VerdictSource,
+)
+from trafficrisk.workers.road_users import VEHICLES, canonical_label
+from trafficrisk.workers.rules import describe
 
 # What a pattern saw in one frame that may raise an alert: the group and verdict it shows.
 Detail = dict[str, Any]
@@ -27,12 +35,21 @@ Detail = dict[str, Any]
 State = dict[str, Any]
 
 
-def _detail(group: AssessedGroup, level: RiskLevel | None = None, risk_type: str | None = None,
-            reason: str | None = None, source: VerdictSource | None = None) -> Detail:
+def _detail(
+    group: AssessedGroup,
+    level: RiskLevel | None = None,
+    risk_type: str | None = None,
+    reason: str | None = None,
+    source: VerdictSource | None = None,
+) -> Detail:
     verdict = group.verdict
-    return {"group_id": group.group.group_id, "risk_level": str(level or verdict.risk_level),
-            "risk_type": risk_type or verdict.risk_type, "reason": reason or verdict.reason,
-            "source": str(source or verdict.source)}
+    return {
+        "group_id": group.group.group_id,
+        "risk_level": str(level or verdict.risk_level),
+        "risk_type": risk_type or verdict.risk_type,
+        "reason": reason or verdict.reason,
+        "source": str(source or verdict.source),
+    }
 
 
 def _riskiest(groups: list[AssessedGroup]) -> AssessedGroup | None:
@@ -57,8 +74,8 @@ class PatternBase(BaseModel):
         """What this frame means to the pattern (JSON-safe), or None for nothing."""
         raise NotImplementedError
 
-    def step(self, state: State, t: float, fact: Any) -> Detail | None:
-        """Advance the state by one frame at capture time t; a detail when it matches."""
+    def step(self, state: State, t: float, fact: Any) -> Detail | list[Detail] | None:
+        """Advance the state by one frame at capture time t; a detail (or several) when it matches."""
         raise NotImplementedError
 
 
@@ -147,22 +164,98 @@ class ZoneConflict(PatternBase):
                     continue
                 for walker, other in ((pair.first, pair.second), (pair.second, pair.first)):
                     if self._is_conflict(result, walker, other):
-                        reason = (f"{result.detections[walker].label} in {self.zone}, "
-                                  f"{result.detections[other].label} {pair.ttc_s:.1f} s away")
-                        return _detail(group, self.level, f"{self.zone} conflict", reason,
-                                       VerdictSource.RULES)
+                        reason = (
+                            f"{result.detections[walker].label} in {self.zone}, "
+                            f"{result.detections[other].label} {pair.ttc_s:.1f} s away"
+                        )
+                        return _detail(
+                            group, self.level, f"{self.zone} conflict", reason, VerdictSource.RULES
+                        )
         return None
 
     def _is_conflict(self, result: FrameResult, walker: int, other: int) -> bool:
         pedestrian, vehicle = result.detections[walker], result.detections[other]
-        return (pedestrian.label in self.pedestrians and self.zone in pedestrian.zones
-                and vehicle.label in self.vehicles)
+        return (
+            pedestrian.label in self.pedestrians
+            and self.zone in pedestrian.zones
+            and canonical_label(vehicle.label) in {canonical_label(v) for v in self.vehicles}
+        )
 
     def step(self, state: State, t: float, fact: Detail | None) -> Detail | None:
         return fact
 
 
-Pattern = Annotated[RiskyGroup | LevelFrames | LastingGroup | ZoneConflict, Field(discriminator="kind")]
+# A conflict's alert is remembered this long after its event was last seen (event time).
+CONFLICT_MEMORY_S = 300.0
+
+
+class ConflictPattern(PatternBase):
+    """A conflict event at `severity` or worse: one alert per event, updated (escalated)
+    when the event turns more serious. Optionally only of some `kinds` (vehicle-pedestrian,
+    vehicle-vehicle, crossing, rear-end, head-on), in some `zones`, with some `classes`."""
+
+    kind: Literal["conflict"] = "conflict"
+    severity: ConflictSeverity = ConflictSeverity.SERIOUS
+    kinds: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    cooldown_s: float = Field(0.0, ge=0)  # one alert per event already: none needed
+
+    def _wants(self, event: ConflictEvent) -> bool:
+        labels = {canonical_label(event.first_label), canonical_label(event.second_label)}
+        return (
+            event.severity.rank >= self.severity.rank
+            and (not self.kinds or bool({event.kind, event.conflict_type} & set(self.kinds)))
+            and (not self.zones or bool(set(event.zones) & set(self.zones)))
+            and (not self.classes or bool(labels & {canonical_label(c) for c in self.classes}))
+        )
+
+    def fact(self, result: FrameResult) -> list[Detail]:
+        found = []
+        for event in result.conflicts:
+            if not event.is_open or not self._wants(event):
+                continue
+            serious = event.severity is ConflictSeverity.SERIOUS
+            risk_type = f"{event.kind} {event.conflict_type} conflict"
+            found.append(
+                {
+                    "group_id": _group_of(result, event),
+                    "conflict_id": event.conflict_id,
+                    "severity": event.severity.rank,
+                    "risk_level": str(RiskLevel.HIGH if serious else RiskLevel.MEDIUM),
+                    "risk_type": risk_type,
+                    "reason": f"{event.severity} {risk_type}: {describe(event)}"[:400],
+                    "source": str(VerdictSource.RULES),
+                }
+            )
+        return found
+
+    def step(self, state: State, t: float, fact: list[Detail]) -> list[Detail]:
+        alerted = {
+            cid: seen for cid, seen in state.get("alerted", {}).items() if t - seen[1] <= CONFLICT_MEMORY_S
+        }
+        matched = []
+        for detail in fact:
+            known = alerted.get(detail["conflict_id"])
+            if known is None or detail["severity"] > known[0]:
+                matched.append({**detail, "escalated": known is not None})
+            alerted[detail["conflict_id"]] = [max(detail["severity"], known[0] if known else 0), t]
+        state["alerted"] = alerted
+        return matched
+
+
+def _group_of(result: FrameResult, event: ConflictEvent) -> str:
+    """The frame's group that holds the conflict's two road users: its crop is the evidence."""
+    for group in result.groups:
+        tracks = {result.detections[i].track_id for i in group.group.members}
+        if {event.first_track, event.second_track} <= tracks:
+            return group.group.group_id
+    return ""
+
+
+Pattern = Annotated[
+    RiskyGroup | LevelFrames | LastingGroup | ZoneConflict | ConflictPattern, Field(discriminator="kind")
+]
 _PATTERNS = TypeAdapter(list[Pattern])
 
 
@@ -171,12 +264,10 @@ class PatternsError(ValueError):
 
 
 def default_patterns(alert_level: RiskLevel = RiskLevel.HIGH) -> list[PatternBase]:
-    return [
-        RiskyGroup(name="risky-group", level=alert_level, cooldown_s=30),
-        LevelFrames(name="high-frames", level=RiskLevel.HIGH, frames=3, within_s=10, cooldown_s=60),
-        LastingGroup(name="lasting-group", level=RiskLevel.MEDIUM, duration_s=10, cooldown_s=60),
-        ZoneConflict(name="crosswalk-conflict", zone="crosswalk", ttc_s=2.0, cooldown_s=30),
-    ]
+    """One alert per conflict event: serious ones (`TRAFFICRISK_ALERT_LEVEL=high`), or
+    potential ones too (`medium` or `low`), escalated when they turn serious."""
+    severity = ConflictSeverity.SERIOUS if alert_level is RiskLevel.HIGH else ConflictSeverity.POTENTIAL
+    return [ConflictPattern(name="conflict", severity=severity)]
 
 
 def parse_patterns(data: Any, source: str = "patterns") -> list[PatternBase]:
@@ -207,9 +298,20 @@ def load_patterns(path: Path | None, alert_level: RiskLevel = RiskLevel.HIGH) ->
 
 
 def _alert(frame: dict[str, Any], pattern: PatternBase, detail: Detail) -> Alert:
+    """The alert of a match; one of a conflict event is named after the event, not the frame."""
     camera_id, seq, t = frame["camera_id"], frame["seq"], frame["t"]
-    return Alert(alert_id=f"{camera_id}:{pattern.name}:{seq}", camera_id=camera_id,
-                 frame_id=f"{camera_id}:{seq}", created_at=t, updated_at=t, pattern=pattern.name, **detail)
+    fields = {k: v for k, v in detail.items() if k != "severity"}
+    event = fields.get("conflict_id", "")
+    name = event.split(":", 1)[1].replace(":", "-") if event else str(seq)
+    return Alert(
+        alert_id=f"{camera_id}:{pattern.name}:{name}",
+        camera_id=camera_id,
+        frame_id=f"{camera_id}:{seq}",
+        created_at=t,
+        updated_at=t,
+        pattern=pattern.name,
+        **fields,
+    )
 
 
 class PatternEngine:
@@ -228,8 +330,11 @@ class PatternEngine:
         """The frame as the patterns need it later: small, JSON-safe."""
         facts = {p.name: p.fact(result) for p in self.patterns if p.applies_to(result.camera_id)}
         # Through JSON now, as in the state, so a frame runs the same waiting or not.
-        frame: dict[str, Any] = json.loads(json.dumps({"camera_id": result.camera_id, "seq": result.seq,
-                                                       "t": result.captured_at, "facts": facts}))
+        frame: dict[str, Any] = json.loads(
+            json.dumps(
+                {"camera_id": result.camera_id, "seq": result.seq, "t": result.captured_at, "facts": facts}
+            )
+        )
         return frame
 
     @staticmethod
@@ -270,9 +375,10 @@ class PatternEngine:
             if pattern.name not in frame["facts"]:
                 continue
             pattern_state = state["patterns"].setdefault(pattern.name, {})
-            detail = pattern.step(pattern_state, frame["t"], frame["facts"][pattern.name])
-            last = pattern_state.get("last_alert_t")
-            if detail is not None and (last is None or frame["t"] - last >= pattern.cooldown_s):
-                pattern_state["last_alert_t"] = frame["t"]
-                alerts.append(_alert(frame, pattern, detail))
+            matched = pattern.step(pattern_state, frame["t"], frame["facts"][pattern.name])
+            for detail in matched if isinstance(matched, list) else [matched] if matched else []:
+                last = pattern_state.get("last_alert_t")
+                if detail.get("escalated") or last is None or frame["t"] - last >= pattern.cooldown_s:
+                    pattern_state["last_alert_t"] = frame["t"]
+                    alerts.append(_alert(frame, pattern, detail))
         return alerts

@@ -1,109 +1,139 @@
-"""The kinematic rules: a pre-score per group, the verdict that stands without an LLM,
-and the gate that decides which groups are worth an LLM call, at which priority."""
+"""The rules: a frame's groups and their verdicts, which follow from its conflict events,
+and the gate that decides which groups are worth an LLM call, at which priority.
+
+A group is road users linked by an open conflict event or by standing close (their
+footprints within `PROXIMITY_M`, a vehicle among them). Its level comes from the most
+serious conflict in it: `high` only from a serious one, `medium` from a potential one;
+closeness with no conflict is at most `low`, whatever the classes: a pedestrian next to
+a parked van is no danger, and one still frame cannot tell more.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
 
-from trafficrisk.messages import Detection, PairMeasure, RiskLevel, Verdict, VerdictSource
-from trafficrisk.workers.grouping import DEFAULT_PROXIMITY, normalized_gap
+from trafficrisk.messages import (
+    Box,
+    ConflictEvent,
+    ConflictSeverity,
+    Detection,
+    Group,
+    PairMeasure,
+    RiskLevel,
+    Verdict,
+    VerdictSource,
+)
+from trafficrisk.workers.road_users import is_vehicle
 
-VULNERABLE = frozenset({"person", "bicycle", "motorcycle"})
-VEHICLES = frozenset({"car", "bus", "truck"})
+PROXIMITY_M = 2.0
 
-# Score thresholds for levels: below 0.2 none, below 0.4 low, below 0.7 medium.
+# Pre-scores (0..1) and levels: the LLM gate and the dashboard go by them.
+SERIOUS_SCORE, POTENTIAL_SCORE, CLOSE_SCORE = 0.8, 0.5, 0.25
 _LEVEL_FLOORS = ((0.7, RiskLevel.HIGH), (0.4, RiskLevel.MEDIUM), (0.2, RiskLevel.LOW))
-
-
-# Time-to-collision thresholds from the surrogate-safety literature: under 1.5 s a
-# serious conflict, under 3 s a potential one. Pairs under CONVERGING_TTC_S form a
-# group however far apart they are.
-SERIOUS_TTC_S = 1.5
-POTENTIAL_TTC_S = 3.0
-CONVERGING_TTC_S = POTENTIAL_TTC_S
-
-
-@dataclass(frozen=True)
-class PairKind:
-    base: float
-    weight: float
-    overlap_bonus: float
-    risk_type: str
-    serious_ttc_score: float  # what a TTC under SERIOUS_TTC_S scores
-    potential_ttc_score: float  # and under POTENTIAL_TTC_S
-
-
-# From one still frame, proximity alone never reaches `high`: a pedestrian passing a
-# parked van looks the same as one about to be hit. `high` needs motion (a short
-# time-to-collision from the tracks) or the LLM's eyes. Vehicles overlapping in the image are
-# usually parked side by side, so only vehicle-with-vulnerable pairs get a bonus.
-_VEHICLE_VULNERABLE = PairKind(0.3, 0.35, 0.04, "vehicle-pedestrian proximity", 0.8, 0.55)
-_VEHICLE_VEHICLE = PairKind(0.1, 0.25, 0.0, "vehicle-vehicle proximity", 0.7, 0.45)
-_VULNERABLE_ONLY = PairKind(0.05, 0.2, 0.0, "crowding", 0.3, 0.2)
-
-
-def _pair_kind(a: str, b: str) -> PairKind | None:
-    kinds = {a in VEHICLES, b in VEHICLES}
-    if kinds == {True, False} and (a in VULNERABLE or b in VULNERABLE):
-        return _VEHICLE_VULNERABLE
-    if kinds == {True}:
-        return _VEHICLE_VEHICLE
-    if a in VULNERABLE and b in VULNERABLE:
-        return _VULNERABLE_ONLY
-    return None
-
-
-def _overlaps(a: Detection, b: Detection) -> bool:
-    return a.box.x1 < b.box.x2 and b.box.x1 < a.box.x2 and a.box.y1 < b.box.y2 and b.box.y1 < a.box.y2
 
 
 def level_for(score: float) -> RiskLevel:
     return next((level for floor, level in _LEVEL_FLOORS if score >= floor), RiskLevel.NONE)
 
 
-def _ttc_score(kind: PairKind, ttc_s: float | None) -> float:
-    if ttc_s is None or ttc_s > POTENTIAL_TTC_S:
-        return 0.0
-    return kind.serious_ttc_score if ttc_s <= SERIOUS_TTC_S else kind.potential_ttc_score
+def _linked(
+    detections: Sequence[Detection], pairs: Sequence[PairMeasure], conflicts: Sequence[ConflictEvent]
+) -> list[tuple[int, int]]:
+    index = {d.track_id: i for i, d in enumerate(detections) if d.track_id is not None}
+    links = [(p.first, p.second) for p in pairs if p.gap_m <= PROXIMITY_M]
+    links += [
+        (index[c.first_track], index[c.second_track])
+        for c in conflicts
+        if c.is_open and c.first_track in index and c.second_track in index
+    ]
+    return links
 
 
-def converging_pairs(pairs: Sequence[PairMeasure]) -> list[tuple[int, int]]:
-    return [(p.first, p.second) for p in pairs if p.ttc_s is not None and p.ttc_s <= CONVERGING_TTC_S]
+def _components(size: int, links: list[tuple[int, int]]) -> list[list[int]]:
+    parent = list(range(size))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in links:
+        parent[root(j)] = root(i)
+    members: dict[int, list[int]] = {}
+    for i in range(size):
+        members.setdefault(root(i), []).append(i)
+    groups = [m for m in members.values() if len(m) >= 2]
+    return sorted(groups, key=lambda m: (-len(m), m[0]))
 
 
-def score_group(detections: Sequence[Detection], members: Sequence[int],
-                pairs: Sequence[PairMeasure] = ()) -> tuple[float, Verdict]:
-    """The pre-score (0..1) of a group and the rules verdict that follows from it.
+def build_groups(
+    detections: Sequence[Detection], pairs: Sequence[PairMeasure], conflicts: Sequence[ConflictEvent]
+) -> tuple[Group, ...]:
+    """The frame's groups, largest first, each with its pre-score and rules verdict."""
+    groups = []
+    for number, members in enumerate(_components(len(detections), _linked(detections, pairs, conflicts))):
+        inside = set(members)
+        tracks = {detections[i].track_id for i in members}
+        own_pairs = tuple(p for p in pairs if p.first in inside and p.second in inside)
+        own_conflicts = [c for c in conflicts if c.is_open and {c.first_track, c.second_track} <= tracks]
+        prescore, verdict = judge(detections, members, own_conflicts)
+        groups.append(
+            Group(
+                group_id=f"g{number}",
+                members=tuple(members),
+                labels=tuple(detections[i].label for i in members),
+                box=Box.union([detections[i].box for i in members]),
+                prescore=prescore,
+                rules_verdict=verdict,
+                pairs=own_pairs,
+            )
+        )
+    return tuple(groups)
 
-    Proximity alone gives at most `medium`; a short time-to-collision between a
-    vehicle and someone vulnerable (or another vehicle) gives `high`.
-    """
-    ttcs = {(p.first, p.second): p.ttc_s for p in pairs}
-    best, best_kind, best_ttc = 0.0, _VULNERABLE_ONLY, None
-    for i, j in combinations(sorted(members), 2):
-        a, b = detections[i], detections[j]
-        kind = _pair_kind(a.label, b.label)
-        if kind is None:
-            continue
-        closeness = max(0.0, 1.0 - normalized_gap(a, b) / DEFAULT_PROXIMITY)
-        score = kind.base + kind.weight * closeness + (kind.overlap_bonus if _overlaps(a, b) else 0.0)
-        ttc = ttcs.get((i, j))
-        score = max(score, _ttc_score(kind, ttc))
-        if score > best:
-            best, best_kind, best_ttc = score, kind, ttc
-    score = round(min(best, 1.0), 3)
+
+def judge(
+    detections: Sequence[Detection], members: Sequence[int], conflicts: Sequence[ConflictEvent]
+) -> tuple[float, Verdict]:
+    """A group's pre-score and the rules verdict that follows from its conflicts."""
+    worst = max(conflicts, key=lambda c: (c.severity.rank, -(c.min_ttc_s or 99.0)), default=None)
+    if worst is not None:
+        serious = worst.severity is ConflictSeverity.SERIOUS
+        score = SERIOUS_SCORE if serious else POTENTIAL_SCORE
+        risk_type = f"{worst.kind} {worst.conflict_type} conflict"
+        reason = f"rules: {worst.severity} {risk_type}, {describe(worst)}"
+    else:
+        vehicles = any(is_vehicle(detections[i].label) for i in members)
+        score = CLOSE_SCORE if vehicles else 0.0
+        risk_type = "proximity" if vehicles else "none"
+        reason = "rules: road users close together, no conflict (no one on a collision course)"
     level = level_for(score)
-    evidence = "distance and classes only" if best_ttc is None else f"time to collision {best_ttc:.1f} s"
-    verdict = Verdict(
+    return score, Verdict(
         risk_level=level,
-        risk_type=best_kind.risk_type if level is not RiskLevel.NONE else "none",
-        confidence=0.5,
-        reason=f"rules: {best_kind.risk_type}, pre-score {score:.2f} from {evidence}",
+        risk_type=risk_type if level is not RiskLevel.NONE else "none",
+        confidence=0.6 if worst else 0.5,
+        reason=reason[:400],
         source=VerdictSource.RULES,
     )
-    return score, verdict
+
+
+def describe(conflict: ConflictEvent) -> str:
+    """The measures of a conflict in a few words."""
+    parts = []
+    if conflict.min_ttc_s is not None:
+        parts.append(f"min TTC {conflict.min_ttc_s:.1f} s")
+    if conflict.pet_s is not None:
+        parts.append(f"PET {conflict.pet_s:.1f} s")
+    if conflict.max_drac is not None:
+        parts.append(f"DRAC {conflict.max_drac:.1f} m/s²")
+    parts.append(
+        f"{conflict.first_label} #{conflict.first_track} at {conflict.first_speed_mps or 0:.1f} m/s, "
+        f"{conflict.second_label} #{conflict.second_track} at {conflict.second_speed_mps or 0:.1f} m/s"
+    )
+    if conflict.approximate:
+        parts.append("approximate scale")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A fixed camera shows the same scene many times: a van parked by a pedestrian
 crossing gives nearly the same crop frame after frame. A verdict is reused when
 the new crop looks the same (a 64-bit difference hash within a few bits) and its
 measured geometry falls in the same coarse buckets (the classes, the rules level,
-and each pair's distance and time-to-collision band). Entries live for a TTL and
+and each pair's gap, to 10 m, and time-to-collision band). Entries live for a TTL and
 belong to one camera: nothing is shared across cameras.
 
 The Redis client is handed in: this module imports no redis.
@@ -46,8 +46,7 @@ def _ttc_band(ttc_s: float | None) -> str:
 
 def geometry_signature(group: Group) -> str:
     """Coarse enough that a scene a moment later matches, fine enough that a change of risk does not."""
-    pairs = sorted(f"{p.unit}:{round(p.distance, -1 if p.unit == 'm' else -2):g}:{_ttc_band(p.ttc_s)}"
-                   for p in group.pairs)
+    pairs = sorted(f"{round(p.gap_m, -1):g}:{_ttc_band(p.ttc_s)}" for p in group.pairs)
     parts = [",".join(sorted(group.labels)), str(group.rules_verdict.risk_level), *pairs]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

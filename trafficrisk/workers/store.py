@@ -11,7 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from trafficrisk.messages import Alert, AlertState, Camera, CameraStatus, FrameResult, MinuteCounts, RiskLevel
+from trafficrisk.messages import (
+    Alert,
+    AlertState,
+    Camera,
+    CameraStatus,
+    ConflictEvent,
+    ConflictSeverity,
+    FrameResult,
+    MinuteCounts,
+    RiskLevel,
+)
 from trafficrisk.settings import Settings
 from trafficrisk.workers.windows import MINUTE_S, minute_counts, minute_start, minutes_between, window_counts
 
@@ -30,8 +40,12 @@ ALERTS_PAGE = 200
 EVIDENCE_MIMETYPES = {"frame": "image/jpeg", "crop": "image/jpeg", "clip": "video/webm"}
 WEBHOOKS_KEY = PREFIX + "webhooks"
 LLM_TIMINGS_KEPT = 10_000
-# A camera's tracks outlive a short pause of its frames, not a restart of the fleet.
-TRACKS_TTL_S = 60
+CONFLICTS_KEY = PREFIX + "conflicts"
+# A camera's scene (tracks, open conflicts) outlives a short pause of its frames, not a
+# restart of the fleet; its fitted scale is kept a month, refined as it goes.
+SCENE_TTL_S = 60
+SCALE_TTL_S = 30 * 86400
+CONFLICTS_PAGE = 200
 # A camera's pattern state (cooldowns, frames waiting for earlier ones) outlives a pause.
 PATTERNS_TTL_S = 3600
 # A worker opening an alert (evidence, events, webhooks) holds it this long; if it stops
@@ -130,6 +144,29 @@ end
 """
 
 
+# A conflict event's newest version, once: versions are ordered by the seq of the frame
+# that made them, so a redelivered or late result never takes a record back. The
+# oldest beyond the cap or the retention go.
+# KEYS: index, the record. ARGV: id, event JSON, start time, seq, retention, cap, now, prefix.
+# Returns 1 when this version was stored, 0 when a newer one was there.
+_SAVE_CONFLICT = """
+local current = redis.call('HGET', KEYS[2], 'seq')
+if current and tonumber(current) >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'event', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+local gone = redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[6]) - 1)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[5]))) do
+  gone[#gone + 1] = id
+end
+for _, id in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', ARGV[8] .. 'conflict:' .. id)
+end
+return 1
+"""
+
+
 def frame_key(camera_id: str, seq: int) -> str:
     return f"{PREFIX}frame:{camera_id}:{seq}"
 
@@ -146,8 +183,20 @@ def burst_key(camera_id: str) -> str:
     return f"{PREFIX}burst:{camera_id}"
 
 
-def tracks_key(camera_id: str) -> str:
-    return f"{PREFIX}tracks:{camera_id}"
+def scene_key(camera_id: str) -> str:
+    return f"{PREFIX}scene:{camera_id}"
+
+
+def scene_seq_key(camera_id: str) -> str:
+    return f"{PREFIX}scene_seq:{camera_id}"
+
+
+def scale_key(camera_id: str) -> str:
+    return f"{PREFIX}scale:{camera_id}"
+
+
+def conflict_key(conflict_id: str) -> str:
+    return f"{PREFIX}conflict:{conflict_id}"
 
 
 def llm_waits_key(high_priority: bool) -> str:
@@ -206,9 +255,20 @@ class SaveOutcome:
 
 
 class Store:
-    def __init__(self, client: Any, *, frame_ttl_s: int = 120, history_length: int = 1000,
-                 alerts_length: int = 5000, lateness_s: float = 10.0, stats_retention_s: int = 7 * 86400,
-                 evidence_retention_s: int = 7 * 86400, evidence_alerts: int = 500) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        frame_ttl_s: int = 120,
+        history_length: int = 1000,
+        alerts_length: int = 5000,
+        lateness_s: float = 10.0,
+        stats_retention_s: int = 7 * 86400,
+        evidence_retention_s: int = 7 * 86400,
+        evidence_alerts: int = 500,
+        conflicts_length: int = 5000,
+        conflicts_retention_s: int = 7 * 86400,
+    ) -> None:
         self.client = client
         self.frame_ttl_s = frame_ttl_s
         self.history_length = history_length
@@ -217,6 +277,9 @@ class Store:
         self.stats_retention_s = stats_retention_s
         self.evidence_retention_s = evidence_retention_s
         self.evidence_alerts = evidence_alerts
+        self.conflicts_length = conflicts_length
+        self.conflicts_retention_s = conflicts_retention_s
+        self._save_conflict = client.register_script(_SAVE_CONFLICT)
         self._save_result = client.register_script(_SAVE_RESULT)
         self._add_alert = client.register_script(_ADD_ALERT)
         self._put_evidence = client.register_script(_PUT_EVIDENCE)
@@ -224,11 +287,18 @@ class Store:
 
     @classmethod
     def from_settings(cls, client: Any, settings: Settings) -> Store:
-        return cls(client, frame_ttl_s=settings.frame_ttl_s, history_length=settings.history_length,
-                   alerts_length=settings.alerts_length, lateness_s=settings.lateness_s,
-                   stats_retention_s=settings.stats_retention_s,
-                   evidence_retention_s=settings.evidence_retention_s,
-                   evidence_alerts=settings.evidence_alerts)
+        return cls(
+            client,
+            frame_ttl_s=settings.frame_ttl_s,
+            history_length=settings.history_length,
+            alerts_length=settings.alerts_length,
+            lateness_s=settings.lateness_s,
+            stats_retention_s=settings.stats_retention_s,
+            evidence_retention_s=settings.evidence_retention_s,
+            evidence_alerts=settings.evidence_alerts,
+            conflicts_length=settings.conflicts_length,
+            conflicts_retention_s=settings.conflicts_retention_s,
+        )
 
     # Frames and crops: short-lived JPEG blobs that only their key travels for.
     def put_frame(self, camera_id: str, seq: int, jpeg: bytes) -> str:
@@ -287,8 +357,10 @@ class Store:
         """The latest LLM timings per priority, for the dashboard and benchmarks: the wait
         (queued by detect to sent to the LLM) and the turnaround (queued to verdict)."""
         with self.client.pipeline(transaction=False) as pipe:
-            for key, value in ((llm_waits_key(high_priority), wait_s),
-                               (llm_turnarounds_key(high_priority), turnaround_s)):
+            for key, value in (
+                (llm_waits_key(high_priority), wait_s),
+                (llm_turnarounds_key(high_priority), turnaround_s),
+            ):
                 pipe.lpush(key, round(value, 4))
                 pipe.ltrim(key, 0, LLM_TIMINGS_KEPT - 1)
             pipe.execute()
@@ -315,27 +387,99 @@ class Store:
         values = self.client.mget([burst_key(c) for c in camera_ids]) if camera_ids else []
         return {c for c, v in zip(camera_ids, values, strict=True) if v}
 
-    # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
-    def update_tracks(self, camera_id: str, update: Callable[[Any], tuple[Outcome, Any]]) -> Outcome:
-        """Read, change and write the camera's tracker state as one step for all workers.
+    # Scenes: each camera's tracks, open conflicts and scale samples, moved on frame by frame.
+    def update_scene(self, camera_id: str, update: Callable[[Any, Any], tuple[Outcome, Any, Any]]) -> Outcome:
+        """Read, change and write the camera's scene state and scale samples as one step for
+        all workers.
 
-        `update(state) -> (outcome, new state or None to leave it)`; it may run again
-        when another worker wrote the state meanwhile (optimistic locking).
+        `update(state, samples) -> (outcome, new state, new samples)`, None for both to
+        leave them; it may run again when another worker wrote them meanwhile (optimistic
+        locking). The state's `tracks.seq` is also kept on its own, for `scene_seq`.
         """
-        key = tracks_key(camera_id)
+        keys = scene_key(camera_id), scale_key(camera_id)
         outcomes: list[Outcome] = []
 
         def attempt(pipe: Any) -> None:
-            raw = pipe.get(key)
-            outcome, new_state = update(json.loads(raw) if raw else None)
+            raw_state, raw_samples = pipe.get(keys[0]), pipe.get(keys[1])
+            outcome, state, samples = update(
+                json.loads(raw_state) if raw_state else None, json.loads(raw_samples) if raw_samples else None
+            )
             outcomes[:] = [outcome]
-            if new_state is not None:
+            if state is not None:
                 pipe.multi()
-                pipe.set(key, json.dumps(new_state), ex=TRACKS_TTL_S)
+                pipe.set(keys[0], json.dumps(state), ex=SCENE_TTL_S)
+                pipe.set(scene_seq_key(camera_id), state["tracks"]["seq"], ex=SCENE_TTL_S)
+                pipe.set(keys[1], json.dumps(samples), ex=SCALE_TTL_S)
 
-        self.client.transaction(attempt, key)
+        self.client.transaction(attempt, *keys)
         return outcomes[0]
 
+    def scene_seq(self, camera_id: str) -> int:
+        """The seq of the camera's newest frame through its scene (0: none)."""
+        return int(self.client.get(scene_seq_key(camera_id)) or 0)
+
+    def is_in_flight(self, camera_id: str, seq: int) -> bool:
+        return self.client.zscore(in_flight_key(camera_id), f"{camera_id}:{seq}") is not None
+
+    def scale_samples(self, camera_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(scale_key(camera_id))
+        return json.loads(raw) if raw else None
+
+    # Conflict events: the newest version of each, indexed by start time.
+    def save_conflicts(
+        self, events: tuple[ConflictEvent, ...] | list[ConflictEvent], now: float
+    ) -> list[bool]:
+        """Store each event's version unless a newer one is there; which were stored."""
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            self._save_conflict(
+                keys=[CONFLICTS_KEY, conflict_key(event.conflict_id)],
+                client=pipe,
+                args=[
+                    event.conflict_id,
+                    event.model_dump_json(),
+                    event.start_at,
+                    event.updated_seq,
+                    self.conflicts_retention_s,
+                    self.conflicts_length,
+                    now,
+                    PREFIX,
+                ],
+            )
+        return [bool(stored) for stored in pipe.execute()] if events else []
+
+    def get_conflict(self, conflict_id: str) -> ConflictEvent | None:
+        raw = self.client.hget(conflict_key(conflict_id), "event")
+        return ConflictEvent.from_wire(raw) if raw else None
+
+    def conflicts(
+        self,
+        *,
+        camera_id: str | None = None,
+        since: float | None = None,
+        severity: ConflictSeverity | None = None,
+        limit: int = 100,
+    ) -> list[ConflictEvent]:
+        """Newest start first, filtered by camera, start time and minimum severity."""
+        low = since if since is not None else "-inf"
+        chosen: list[ConflictEvent] = []
+        for start in range(0, self.conflicts_length, CONFLICTS_PAGE):
+            ids = self.client.zrevrangebyscore(CONFLICTS_KEY, "+inf", low, start=start, num=CONFLICTS_PAGE)
+            pipe = self.client.pipeline(transaction=False)
+            for raw_id in ids:
+                pipe.hget(conflict_key(raw_id.decode()), "event")
+            events = [ConflictEvent.from_wire(raw) for raw in pipe.execute() if raw is not None]
+            chosen += [
+                e
+                for e in events
+                if (camera_id is None or e.camera_id == camera_id)
+                and (severity is None or e.severity.rank >= severity.rank)
+            ]
+            if len(chosen) >= limit or len(ids) < CONFLICTS_PAGE:
+                break
+        return chosen[:limit]
+
+    # Cameras: the YAML file seeds them, the REST API edits them, capture follows them.
     def list_cameras(self) -> list[Camera]:
         raw = self.client.hgetall(CAMERAS_KEY)
         return sorted((Camera.from_wire(v) for v in raw.values()), key=lambda c: c.id)
@@ -381,14 +525,31 @@ class Store:
         the camera's last 4 x history length) is not saved again.
         """
         camera_id, minute = result.camera_id, minute_start(result.captured_at)
-        keys = [latest_key(camera_id), history_key(camera_id), saved_key(camera_id), watermark_key(camera_id),
-                window_key(camera_id, minute), LATE_RESULTS_KEY]
+        keys = [
+            latest_key(camera_id),
+            history_key(camera_id),
+            saved_key(camera_id),
+            watermark_key(camera_id),
+            window_key(camera_id, minute),
+            LATE_RESULTS_KEY,
+        ]
         counts = [item for pair in window_counts(result).items() for item in pair]
         closes_at = minute + MINUTE_S + self.lateness_s
-        saved, counted, fields = self._save_result(keys=keys, args=[
-            result.seq, result.model_dump_json(), result.frame_id, self.history_length,
-            4 * self.history_length, result.captured_at, closes_at, self.stats_retention_s, camera_id,
-            *counts])
+        saved, counted, fields = self._save_result(
+            keys=keys,
+            args=[
+                result.seq,
+                result.model_dump_json(),
+                result.frame_id,
+                self.history_length,
+                4 * self.history_length,
+                result.captured_at,
+                closes_at,
+                self.stats_retention_s,
+                camera_id,
+                *counts,
+            ],
+        )
         pairs = zip(fields[::2], fields[1::2], strict=True)
         counted_minute = minute_counts(minute, {k.decode(): int(v) for k, v in pairs}) if counted else None
         return SaveOutcome(is_new=saved >= 0, is_latest=saved == 1, minute=counted_minute)
@@ -425,9 +586,12 @@ class Store:
         return summaries
 
     # Patterns: each camera's state, advanced with its alerts in one transaction.
-    def advance_patterns(self, camera_id: str,
-                         advance: Callable[[dict[str, Any] | None], tuple[list[Alert], dict[str, Any]]],
-                         now: float) -> list[Alert]:
+    def advance_patterns(
+        self,
+        camera_id: str,
+        advance: Callable[[dict[str, Any] | None], tuple[list[Alert], dict[str, Any]]],
+        now: float,
+    ) -> list[Alert]:
         """Run `advance(state) -> (alerts, new state)` and store both, as one step for all
         workers (it may run again when another worker changed the state meanwhile).
         The alerts returned are the new ones; they also wait to be opened
@@ -437,23 +601,62 @@ class Store:
         def attempt(pipe: Any) -> list[Alert]:
             raw = pipe.get(key)
             alerts, state = advance(json.loads(raw) if raw else None)
+            escalated = self._escalations([a for a in alerts if a.escalated], now, pipe)
             pipe.multi()
             pipe.set(key, json.dumps(state), ex=PATTERNS_TTL_S)
             for alert in alerts:
+                if alert.escalated:
+                    continue
                 self._queue_alert(alert, now, pipe)
                 pipe.sadd(opening_key(camera_id), alert.alert_id)
-            return alerts
+            for alert in escalated:
+                pipe.set(alert_key(alert.alert_id), alert.model_dump_json(), keepttl=True)
+            return [a for a in alerts if not a.escalated] + escalated
 
         alerts: list[Alert] = self.client.transaction(attempt, key, value_from_callable=True)
         return alerts
+
+    def _escalations(self, alerts: list[Alert], now: float, pipe: Any) -> list[Alert]:
+        """The stored alerts these escalate, with the new level, type and reason and their
+        own state (watched: an operator's acknowledgement meanwhile is not lost)."""
+        changed = []
+        for alert in alerts:
+            pipe.watch(alert_key(alert.alert_id))
+            raw = pipe.get(alert_key(alert.alert_id))
+            if raw is None:
+                continue
+            stored = Alert.from_wire(raw)
+            changed.append(
+                stored.model_copy(
+                    update={
+                        "risk_level": alert.risk_level,
+                        "risk_type": alert.risk_type,
+                        "reason": alert.reason,
+                        "updated_at": now,
+                        "escalated": True,
+                    }
+                )
+            )
+        return changed
 
     # Alerts: one key each (their state changes), indexed by creation time.
     def _queue_alert(self, alert: Alert, now: float, client: Any) -> Any:
         minute = window_key(alert.camera_id, minute_start(alert.created_at))
         keys = [ALERTS_KEY, alert_key(alert.alert_id), minute]
-        return self._add_alert(keys=keys, client=client, args=[
-            alert.alert_id, alert.model_dump_json(), alert.created_at, self.alerts_length,
-            self.evidence_retention_s, self.stats_retention_s, now, PREFIX])
+        return self._add_alert(
+            keys=keys,
+            client=client,
+            args=[
+                alert.alert_id,
+                alert.model_dump_json(),
+                alert.created_at,
+                self.alerts_length,
+                self.evidence_retention_s,
+                self.stats_retention_s,
+                now,
+                PREFIX,
+            ],
+        )
 
     def add_alert(self, alert: Alert, now: float) -> bool:
         """Store an alert; False when that very alert was already there (a redelivery)."""
@@ -502,8 +705,15 @@ class Store:
         changed: Alert | None = self.client.transaction(attempt, key, value_from_callable=True)
         return self._with_evidence([changed])[0] if changed else None
 
-    def alerts(self, *, camera_id: str | None = None, level: RiskLevel | None = None,
-               since: float | None = None, state: AlertState | None = None, limit: int = 100) -> list[Alert]:
+    def alerts(
+        self,
+        *,
+        camera_id: str | None = None,
+        level: RiskLevel | None = None,
+        since: float | None = None,
+        state: AlertState | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
         """Newest first, filtered by camera, minimum level, creation time and state."""
         low = since if since is not None else "-inf"
         chosen: list[Alert] = []
@@ -511,10 +721,13 @@ class Store:
         # newest 50 of up to ALERTS_LENGTH.
         for start in range(0, self.alerts_length, ALERTS_PAGE):
             ids = self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low, start=start, num=ALERTS_PAGE)
-            chosen += [a for a in self._load_alerts(ids)
-                       if (camera_id is None or a.camera_id == camera_id)
-                       and (level is None or a.risk_level.rank >= level.rank)
-                       and (state is None or a.state is state)]
+            chosen += [
+                a
+                for a in self._load_alerts(ids)
+                if (camera_id is None or a.camera_id == camera_id)
+                and (level is None or a.risk_level.rank >= level.rank)
+                and (state is None or a.state is state)
+            ]
             if len(chosen) >= limit or len(ids) < ALERTS_PAGE:
                 break
         return self._with_evidence(chosen[:limit])
@@ -533,8 +746,17 @@ class Store:
 
     # Evidence: an alert's frame, crop and clip, for the newest alerts.
     def put_evidence(self, alert: Alert, kind: str, blob: bytes) -> None:
-        self._put_evidence(keys=[EVIDENCE_KEY, evidence_key(alert.alert_id, kind)], args=[
-            alert.alert_id, alert.created_at, blob, self.evidence_retention_s, self.evidence_alerts, PREFIX])
+        self._put_evidence(
+            keys=[EVIDENCE_KEY, evidence_key(alert.alert_id, kind)],
+            args=[
+                alert.alert_id,
+                alert.created_at,
+                blob,
+                self.evidence_retention_s,
+                self.evidence_alerts,
+                PREFIX,
+            ],
+        )
 
     def evidence(self, alert_id: str, kind: str) -> bytes | None:
         return self.get_blob(evidence_key(alert_id, kind))
@@ -545,5 +767,6 @@ class Store:
             for kind in EVIDENCE_KINDS:
                 pipe.exists(evidence_key(alert.alert_id, kind))
         found = iter(pipe.execute())
-        return [a.model_copy(update={"evidence": tuple(k for k in EVIDENCE_KINDS if next(found))})
-                for a in alerts]
+        return [
+            a.model_copy(update={"evidence": tuple(k for k in EVIDENCE_KINDS if next(found))}) for a in alerts
+        ]

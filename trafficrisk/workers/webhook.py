@@ -36,6 +36,7 @@ _DELIVERY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://trafficrisk/webhoo
 
 class WebhookEvent(StrEnum):
     OPENED = "alert.opened"
+    ESCALATED = "alert.escalated"
     ACKNOWLEDGED = "alert.acknowledged"
     RESOLVED = "alert.resolved"
 

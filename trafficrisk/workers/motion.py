@@ -1,0 +1,116 @@
+"""A track's motion on the ground plane: smoothed position, velocity, heading, and
+whether it moves at all.
+
+Box corners jitter by a few pixels from frame to frame: differencing two frames makes
+a parked van "move" at a metre a second. The velocity is instead the least-squares
+slope of the ground points of about the last second, and a track is stationary, with
+a velocity of zero, until it has clearly left the place where it stood: above
+`MOVING_SPEED` and `START_DISTANCE` from that place. It stops again below
+`STATIONARY_SPEED`; the gap between the two speeds is the hysteresis that keeps a
+jittering parked vehicle from flickering between the states.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from trafficrisk.workers.ground_plane import GroundPlane
+from trafficrisk.workers.kinematics import Vector, unit
+from trafficrisk.workers.tracking import Point, Track
+
+VELOCITY_WINDOW_S = 1.0
+# At a low sample rate a second holds two frames: fit at least this many.
+MIN_FIT_POINTS = 3
+MIN_CURVE_POINTS = 5
+STATIONARY_SPEED = 0.5  # m/s: below, a moving road user stops
+MOVING_SPEED = 1.0  # m/s: above, and START_DISTANCE from where it stood, a stationary one moves
+START_DISTANCE = 0.8  # m
+HEADING_SPEED = 1.5  # m/s: below, the heading is kept from when it went faster
+# A track whose newest ground point is older than this (hidden, or cut by the image's
+# edge) has no motion to measure: where it is now is a guess.
+MAX_STALE_S = 0.5
+
+
+@dataclass(frozen=True)
+class Motion:
+    position: Vector  # the smoothed ground point (bottom centre of the box), metres
+    velocity: Vector  # m/s; zero while stationary
+    speed: float  # the measured speed, m/s, even while stationary
+    moving: bool
+    heading: Vector | None  # unit, the last heading it moved in; None if never seen moving
+
+
+def ground_trail(track: Track, plane: GroundPlane) -> tuple[np.ndarray, np.ndarray]:
+    """The trail's times and ground points (metres), points beyond the horizon left out."""
+    if not track.trail:
+        return np.zeros(0), np.zeros((0, 2))
+    trail = np.asarray(track.trail, dtype=np.float64)
+    points = plane.to_ground_many(trail[:, 1:])
+    keep = np.isfinite(points).all(axis=1)
+    return trail[keep, 0], points[keep]
+
+
+def fit_motion(times: np.ndarray, points: np.ndarray, at: float) -> tuple[Vector, Vector]:
+    """Least-squares position and velocity at `at` of points over time (one point: at rest).
+
+    With `MIN_CURVE_POINTS` or more the fit is a parabola, whose slope at `at` follows a
+    braking vehicle; a straight line's is the mean velocity of the window, half a window
+    late (a car braking at 5 m/s² would seem 2.5 m/s too fast)."""
+    if len(times) == 1 or np.ptp(times) < 1e-6:
+        mean = points.mean(axis=0)
+        return (float(mean[0]), float(mean[1])), (0.0, 0.0)
+    degree = 2 if len(times) >= MIN_CURVE_POINTS else 1
+    coefficients = np.polynomial.polynomial.polyfit(times - at, points, degree)  # rows: powers of (t - at)
+    return (float(coefficients[0, 0]), float(coefficients[0, 1])), (
+        float(coefficients[1, 0]),
+        float(coefficients[1, 1]),
+    )
+
+
+def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track]:
+    """The track's motion at `at`, and the track with its motion state moved on.
+
+    Only a fresh ground point (one from this frame: not cut by the image's edge nor
+    hidden behind someone) can change whether it moves; without one it keeps its state.
+    """
+    times, points = ground_trail(track, plane)
+    if len(times) == 0 or at - times[-1] > MAX_STALE_S:
+        return Motion((math.nan, math.nan), (0.0, 0.0), 0.0, False, track.heading), track
+    recent = times >= times[-1] - VELOCITY_WINDOW_S
+    if recent.sum() < MIN_FIT_POINTS:
+        recent = np.arange(len(times)) >= len(times) - MIN_FIT_POINTS
+    # Fitted at its newest point; moved on from there in a straight line while it is
+    # hidden (a curve's end runs off).
+    position, velocity = fit_motion(times[recent], points[recent], float(times[-1]))
+    position = (position[0] + velocity[0] * (at - times[-1]), position[1] + velocity[1] * (at - times[-1]))
+    speed = math.hypot(*velocity)
+    fresh = times[-1] >= at - 1e-6
+    moving = _is_moving(track, plane, points, speed) if fresh else track.moving
+    # Slow, the direction of a fitted velocity is mostly noise: keep the last one.
+    heading = (
+        unit(velocity) if moving and (speed >= HEADING_SPEED or track.heading is None) else track.heading
+    )
+    newest = (track.trail[-1][1], track.trail[-1][2])
+    anchor: Point | None = None if moving else (track.anchor if not track.moving and track.anchor else newest)
+    if not moving:  # at rest: where it stands is the mean of the last second, not a line's end
+        mean = points[recent].mean(axis=0)
+        position = (float(mean[0]), float(mean[1]))
+    motion = Motion(position, velocity if moving else (0.0, 0.0), speed, moving, heading)
+    return motion, replace(track, moving=moving, anchor=anchor, heading=heading)
+
+
+def _is_moving(track: Track, plane: GroundPlane, points: np.ndarray, speed: float) -> bool:
+    """Moving on, or leaving rest: fast enough, and the mean of its last few ground points
+    (one displaced box is not a move) far enough from where it stood."""
+    if track.moving:
+        return speed >= STATIONARY_SPEED
+    if speed < MOVING_SPEED or len(points) < MIN_FIT_POINTS:
+        return False
+    rest = plane.to_ground_many(np.array([track.anchor]))[0] if track.anchor else points[0]
+    if not np.isfinite(rest).all():
+        return True
+    now = points[-MIN_FIT_POINTS:].mean(axis=0)
+    return float(np.hypot(*(now - rest))) >= START_DISTANCE
