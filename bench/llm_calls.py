@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/llm_calls.py [--video data/vtest.avi] [--fps 2 5] [--cache-ttl 60]
 
-Runs the detect stage's own code (the configured detector, the shared tracker in a
-private redis-server, grouping, rules) over the whole clip at each sample rate, as a
-camera at that rate would see it, and counts per frame:
+Runs the detect stage's own code (the configured detector, the camera's scene shared in
+a private redis-server: tracks, scale, conflicts; groups, rules) over the whole clip at
+each sample rate, as a camera at that rate would see it, and counts per frame:
 
     naive   every group sent to the LLM
     gate    only groups whose rules pre-score reaches LLM_GATE_SCORE
@@ -30,12 +30,13 @@ from harness import ROOT, redis_server
 from trafficrisk.llm_sim import verdict_for
 from trafficrisk.settings import get_settings
 from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg
+from trafficrisk.workers.conflicts import Frame, Thresholds
 from trafficrisk.workers.detection import load_detector
 from trafficrisk.workers.llm import describe_group
 from trafficrisk.workers.rules import LlmGate
+from trafficrisk.workers.scene import Geometry, shared_scene
 from trafficrisk.workers.scene_cache import SceneCache
 from trafficrisk.workers.store import Store
-from trafficrisk.workers.tracking import shared_tracker
 
 
 @dataclass
@@ -69,14 +70,22 @@ def sampled_frames(video: Path, fps: float) -> list[tuple[float, bytes]]:
     return frames
 
 
-def count_calls(analyzer: FrameAnalyzer, client: redis.Redis, frames: list[tuple[float, bytes]],
-                camera_id: str, cache_ttl_s: float) -> Counts:
+def count_calls(
+    analyzer: FrameAnalyzer,
+    client: redis.Redis,
+    frames: list[tuple[float, bytes]],
+    camera_id: str,
+    cache_ttl_s: float,
+) -> Counts:
     video_time = [0.0]
     store, counts = Store(client), Counts()
     cache = SceneCache(client, cache_ttl_s, clock=lambda: video_time[0])
     for seq, (at, jpeg) in enumerate(frames, 1):
         video_time[0] = at
-        analysis = analyzer.analyze(jpeg, want_crops=True, track=shared_tracker(store, camera_id, seq, at))
+        scene = shared_scene(
+            store, Frame(camera_id, seq, at, approximate=True), Geometry(768, 576), Thresholds()
+        )
+        analysis = analyzer.analyze(jpeg, want_crops=True, scene=scene)
         counts.frames += 1
         counts.groups += len(analysis.groups)
         for group in analysis.groups:
@@ -93,8 +102,9 @@ def count_calls(analyzer: FrameAnalyzer, client: redis.Redis, frames: list[tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--video", type=Path, default=ROOT / "data" / "vtest.avi")
     parser.add_argument("--fps", type=float, nargs="+", default=[2.0, 5.0])
     parser.add_argument("--cache-ttl", type=float, default=get_settings().llm_cache_ttl_s)
@@ -102,22 +112,29 @@ def main() -> None:
     settings = get_settings()
     detector = load_detector(settings.model, settings.device, settings.detect_confidence)
     analyzer = FrameAnalyzer(detector, LlmGate(settings.llm_gate_score, settings.llm_high_priority_score))
-    print(f"{args.video.name}, detector {detector.name}, gate {settings.llm_gate_score:g}, "
-          f"cache TTL {args.cache_ttl:g} s")
-    print(f"{'fps':>5} {'frames':>6} {'naive/frame':>11} {'gate/frame':>10} {'cache/frame':>11} "
-          f"{'gate saves':>10} {'cache saves':>11} {'both save':>9}")
+    print(
+        f"{args.video.name}, detector {detector.name}, gate {settings.llm_gate_score:g}, "
+        f"cache TTL {args.cache_ttl:g} s"
+    )
+    print(
+        f"{'fps':>5} {'frames':>6} {'naive/frame':>11} {'gate/frame':>10} {'cache/frame':>11} "
+        f"{'gate saves':>10} {'cache saves':>11} {'both save':>9}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as tmp, redis_server(Path(tmp)) as url:
         client = redis.Redis.from_url(url)
         for fps in args.fps:
-            counts = count_calls(analyzer, client, sampled_frames(args.video, fps), f"vtest-{fps:g}fps",
-                                 args.cache_ttl)
+            counts = count_calls(
+                analyzer, client, sampled_frames(args.video, fps), f"vtest-{fps:g}fps", args.cache_ttl
+            )
             gate_saves = 1 - counts.gated / max(counts.groups, 1)
             cache_saves = 1 - counts.calls / max(counts.gated, 1)
             both_save = 1 - counts.calls / max(counts.groups, 1)
-            print(f"{fps:>5g} {counts.frames:>6} {counts.per_frame(counts.groups):>11.2f} "
-                  f"{counts.per_frame(counts.gated):>10.2f} {counts.per_frame(counts.calls):>11.2f} "
-                  f"{gate_saves:>10.1%} {cache_saves:>11.1%} {both_save:>9.1%}",
-                  flush=True)
+            print(
+                f"{fps:>5g} {counts.frames:>6} {counts.per_frame(counts.groups):>11.2f} "
+                f"{counts.per_frame(counts.gated):>10.2f} {counts.per_frame(counts.calls):>11.2f} "
+                f"{gate_saves:>10.1%} {cache_saves:>11.1%} {both_save:>9.1%}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import pytest
 import redis
 import requests
 
-from conftest import SAMPLE_VIDEO, LlmSim, free_port, stop_all, wait_for, wait_for_port
+from conftest import LlmSim, free_port, stop_all, wait_for, wait_for_port
 from trafficrisk.messages import FrameResult
+from trafficrisk.scenario import SCENARIOS, write
 from trafficrisk.workers.store import Store
 
 TOKEN = "test-api-token"
@@ -86,9 +87,12 @@ PATTERNS = ("patterns:\n"
 
 
 def write_cameras(path: Path) -> None:
+    """GOOD plays a scenario clip in a loop: two cars parked side by side (a group in every
+    frame, for the LLM to judge) and pedestrians walking round them."""
+    clip, _ = write(SCENARIOS["side-by-side"], path.parent)
     path.write_text(
         "cameras:\n"
-        f"  - {{id: {GOOD}, url: '{SAMPLE_VIDEO}', sample_fps: 3}}\n"
+        f"  - {{id: {GOOD}, url: '{clip}', sample_fps: 3}}\n"
         f"  - {{id: {DEAD}, url: 'rtsp://127.0.0.1:{free_port()}/gone', sample_fps: 1}}\n")
 
 
@@ -100,7 +104,7 @@ def start(fleet: Fleet, name: str, *args: str) -> None:
 
 @contextmanager
 def running_fleet(redis_url: str, logs: Path) -> Iterator[Fleet]:
-    """Workers for every queue, web and capture on the cameras GOOD (vtest.avi) and DEAD,
+    """Workers for every queue, web and capture on the cameras GOOD (a scenario clip) and DEAD,
     against an emptied Redis and the LLM simulator."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()

@@ -24,6 +24,7 @@ from scripted import (
     STORY_PATTERNS,
     jittered,
     moved,
+    patterns_yaml,
     scripted_result,
     scripted_story,
 )
@@ -83,8 +84,8 @@ def test_out_of_order_and_twice_is_as_if_once_in_order(store: Store, arrivals: l
     assert {a["alert_id"] for a in in_order["alerts"]} == STORY_ALERTS
     first, after = in_order["minutes"]
     assert (first["frames"], after["frames"]) == (39, 6)
-    assert first["levels"] == {"none": 22, "low": 0, "medium": 13, "high": 4} and first["alerts"] == 4
-    assert first["classes"] == {"car": 6, "person": 36}
+    assert first["levels"] == {"none": 16, "low": 0, "medium": 19, "high": 4} and first["alerts"] == 5
+    assert first["classes"] == {"car": 12, "person": 42}
 
 
 @pytest.mark.parametrize(
@@ -134,8 +135,10 @@ def sample_jpeg() -> bytes:
 def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Real detect (no model: no detections), aggregate and alerts (clips) worker processes;
     yields their logs."""
+    patterns = tmp_path / "patterns.yaml"
+    patterns.write_text(patterns_yaml(STORY_PATTERNS))
     env = worker_env(redis_url=redis_url, lateness_s=str(LATENESS_S), clip_before_s="2", clip_after_s="1",
-                     model="none", detect_batch_size="1")
+                     model="none", detect_batch_size="1", patterns_file=str(patterns))
     roles = ("detect", "aggregate", "alerts")
     procs = {role: start_worker(role, env, tmp_path / f"{role}.log") for role in roles}
 
@@ -160,11 +163,11 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
         producer.send_task("trafficrisk.aggregate", args=[[], result.to_wire()], queue=AGGREGATE_QUEUE)
     logs = workers
     wait_for(lambda: len(store.history(CAMERA, 100)) == 45, 60, "all 45 results", logs)
-    alerts = wait_for(lambda: len(a := store.alerts()) == 4 and a, 30, "four alerts", logs)
+    alerts = wait_for(lambda: len(a := store.alerts()) == 5 and a, 30, "five alerts", logs)
     assert {a.alert_id for a in alerts} == STORY_ALERTS
     assert [r.seq for r in store.history(CAMERA, 100)] == list(range(45, 0, -1))
     minutes = store.minutes([CAMERA], start + 20, start + 80)
-    assert [m.frames for m in minutes] == [39, 6] and minutes[0].alerts == 4
+    assert [m.frames for m in minutes] == [39, 6] and minutes[0].alerts == 5
 
     def with_clips() -> list[Alert] | None:
         alerts = store.alerts()

@@ -173,8 +173,8 @@ def test_stats(web: tuple[Flask, FlaskClient, Store], query: str, status: int, m
     assert body["minutes"] == sorted(body["minutes"], key=lambda m: m["start"])
     if minutes >= 3:
         counted = [m for m in body["minutes"] if m["frames"]]
-        assert [m["frames"] for m in counted] == [39, 6] and counted[0]["alerts"] == 4
-        assert counted[0]["levels"]["high"] == 4 and counted[0]["classes"]["person"] == 36
+        assert [m["frames"] for m in counted] == [39, 6] and counted[0]["alerts"] == 5
+        assert counted[0]["levels"]["high"] == 4 and counted[0]["classes"]["person"] == 42
 
 
 def test_metrics_count_alerts_late_results_and_webhooks(web: tuple[Flask, FlaskClient, Store]) -> None:

@@ -5,14 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripted import CAMERA, HIGH, STORY_ALERTS, STORY_PATTERNS, jittered, moved, scripted_result, scripted_story
+from scripted import (
+    CAMERA,
+    HIGH,
+    STORY_ALERTS,
+    STORY_PATTERNS,
+    conflict_event,
+    jittered,
+    moved,
+    scripted_result,
+    scripted_story,
+)
 
-from trafficrisk.messages import Alert, FrameResult, RiskLevel
+from trafficrisk.messages import Alert, ConflictEvent, ConflictSeverity, FrameResult, RiskLevel
 from trafficrisk.workers.patterns import (
+    ConflictPattern,
     PatternEngine,
     PatternsError,
     RiskyGroup,
-    default_patterns,
     load_patterns,
 )
 
@@ -42,8 +52,15 @@ STORY = scripted_story()
         # 13 s late, beyond the lateness: frame 7 is lost to the patterns, high-frames matches at 9
         (moved(STORY, 7, after=20), STORY_ALERTS - {"cam:high-frames:7"} | {"cam:high-frames:9"}),
     ],
-    ids=["in-order", "burst-backwards", "jittered", "jittered-twice", "all-twice", "late-in-bound",
-         "late-beyond-bound"],
+    ids=[
+        "in-order",
+        "burst-backwards",
+        "jittered",
+        "jittered-twice",
+        "all-twice",
+        "late-in-bound",
+        "late-beyond-bound",
+    ],
 )
 def test_story_raises_one_alert_per_pattern(arrivals: list[FrameResult], alerts: set[str]) -> None:
     raised = run(PatternEngine(STORY_PATTERNS, LATENESS_S), arrivals)
@@ -107,8 +124,10 @@ def test_a_camera_joining_late_waits_for_the_lateness_before_its_first_frame() -
         ("patterns:\n  - {name: x, kind: level_frames, frames: 0}\n", "patterns.0.level_frames.frames"),
         ("patterns:\n  - {name: x, kind: risky_group, level: extreme}\n", "patterns.0.risky_group.level"),
         ("patterns:\n  - {name: x, kind: risky_group, colour: red}\n", "Extra inputs are not permitted"),
-        ("patterns:\n  - {name: x, kind: risky_group}\n  - {name: x, kind: level_frames}\n",
-         "pattern names must be unique"),
+        (
+            "patterns:\n  - {name: x, kind: risky_group}\n  - {name: x, kind: level_frames}\n",
+            "pattern names must be unique",
+        ),
         ("patterns: [", "while parsing"),
     ],
 )
@@ -124,10 +143,131 @@ def test_patterns_file(tmp_path: Path, text: str, error: str | None) -> None:
     assert error in str(raised.value) and str(path) in str(raised.value)
 
 
-def test_no_patterns_file_means_the_built_in_ones_at_the_alert_level() -> None:
-    patterns = load_patterns(None, RiskLevel.MEDIUM)
-    assert [p.name for p in patterns] == ["risky-group", "high-frames", "lasting-group", "crosswalk-conflict"]
-    assert isinstance(patterns[0], RiskyGroup) and patterns[0].level is RiskLevel.MEDIUM
+@pytest.mark.parametrize(
+    ("level", "severity"),
+    [
+        (RiskLevel.HIGH, ConflictSeverity.SERIOUS),
+        (RiskLevel.MEDIUM, ConflictSeverity.POTENTIAL),
+        (RiskLevel.LOW, ConflictSeverity.POTENTIAL),
+    ],
+)
+def test_no_patterns_file_means_one_alert_per_conflict_at_the_alert_level(
+    level: RiskLevel, severity: ConflictSeverity
+) -> None:
+    (pattern,) = load_patterns(None, level)
+    assert (
+        isinstance(pattern, ConflictPattern) and pattern.name == "conflict" and pattern.severity is severity
+    )
+
+
+def with_conflict(event: ConflictEvent | None, seq: int) -> FrameResult:
+    return scripted_result(seq, conflicts=(event,) if event else ())
+
+
+def conflict_story(**changes: object) -> list[FrameResult]:
+    """Frames 20-35 of one camera with the scripted conflict (25-30, serious from 27),
+    its fields changed as given."""
+    return [
+        with_conflict(e.model_copy(update=changes) if (e := conflict_event(seq)) else None, seq)
+        for seq in range(20, 36)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "story", "alerts"),
+    [
+        # serious only: one alert, at 27, whatever the frames in between
+        (ConflictPattern(name="c"), conflict_story(), [("cam:c:7-8-25", 27, "high", False)]),
+        # potential and up: opens at 25 at medium, escalated at 27 (same id, high), no more
+        (
+            ConflictPattern(name="c", severity=ConflictSeverity.POTENTIAL),
+            conflict_story(),
+            [("cam:c:7-8-25", 25, "medium", False), ("cam:c:7-8-25", 27, "high", True)],
+        ),
+        (
+            ConflictPattern(name="c", kinds=("vehicle-pedestrian",)),
+            conflict_story(),
+            [("cam:c:7-8-25", 27, "high", False)],
+        ),
+        (
+            ConflictPattern(name="c", kinds=("crossing",)),
+            conflict_story(),
+            [("cam:c:7-8-25", 27, "high", False)],
+        ),
+        (ConflictPattern(name="c", kinds=("rear-end",)), conflict_story(), []),
+        (ConflictPattern(name="c", kinds=("vehicle-vehicle",)), conflict_story(), []),
+        (
+            ConflictPattern(name="c", zones=("crosswalk",)),
+            conflict_story(zones=("crosswalk",)),
+            [("cam:c:7-8-25", 27, "high", False)],
+        ),
+        (ConflictPattern(name="c", zones=("crosswalk",)), conflict_story(), []),  # not in the zone
+        (ConflictPattern(name="c", classes=("truck", "bus")), conflict_story(), []),  # a car and a person
+        (
+            ConflictPattern(name="c", classes=("van",)),
+            conflict_story(),
+            [("cam:c:7-8-25", 27, "high", False)],
+        ),
+        # the conflict event twice over (a redelivery of every frame): still one alert
+        (
+            ConflictPattern(name="c"),
+            conflict_story() + conflict_story(),
+            [("cam:c:7-8-25", 27, "high", False)],
+        ),
+        # a second conflict of other tracks at the same time: an alert of its own, no cooldown
+        (
+            ConflictPattern(name="c"),
+            [
+                r.model_copy(
+                    update={
+                        "conflicts": (
+                            *r.conflicts,
+                            *(
+                                c.model_copy(
+                                    update={
+                                        "conflict_id": "cam:9-10:25",
+                                        "first_track": 9,
+                                        "second_track": 10,
+                                    }
+                                )
+                                for c in r.conflicts
+                            ),
+                        )
+                    }
+                )
+                for r in conflict_story()
+            ],
+            [("cam:c:7-8-25", 27, "high", False), ("cam:c:9-10-25", 27, "high", False)],
+        ),
+    ],
+    ids=[
+        "serious",
+        "potential-escalates",
+        "kind",
+        "type",
+        "other-type",
+        "other-kind",
+        "zone",
+        "not-in-zone",
+        "classes",
+        "alias",
+        "redelivered",
+        "two-at-once",
+    ],
+)
+def test_one_alert_per_conflict_event(
+    pattern: ConflictPattern, story: list[FrameResult], alerts: list[tuple[str, int, str, bool]]
+) -> None:
+    raised = run(PatternEngine([pattern], LATENESS_S), story)
+    assert [(a.alert_id, a.seq, str(a.risk_level), a.escalated) for a in raised] == alerts
+    for alert in raised:
+        assert alert.conflict_id.endswith(":25") and alert.source == "rules"
+        assert alert.reason.startswith(
+            (
+                "serious vehicle-pedestrian crossing conflict: min TTC 1.2 s",
+                "potential vehicle-pedestrian crossing conflict: min TTC 2.4 s",
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -138,8 +278,9 @@ def test_no_patterns_file_means_the_built_in_ones_at_the_alert_level() -> None:
         ("missing", {18: ["cam:risky:8"]}),  # lost: frame 8 waits the lateness for it
     ],
 )
-def test_frames_wait_only_for_frames_that_may_still_come(seventh: str, alerts_by_arrival: dict[int, list[str]]
-                                                          ) -> None:
+def test_frames_wait_only_for_frames_that_may_still_come(
+    seventh: str, alerts_by_arrival: dict[int, list[str]]
+) -> None:
     engine = PatternEngine([RiskyGroup(name="risky")], LATENESS_S)
     story = [scripted_result(seq, *([HIGH] if seq == 8 else [])) for seq in range(1, 20)]
     state, raised = None, {}

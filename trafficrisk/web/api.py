@@ -10,9 +10,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from trafficrisk.events import ALERT
-from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel
+from trafficrisk.messages import Alert, AlertState, Camera, ConflictSeverity, RiskLevel
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
+from trafficrisk.workers import scale
+from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.store import EVIDENCE_MIMETYPES, Store, frame_key
 from trafficrisk.workers.windows import MINUTE_S
 
@@ -138,7 +140,25 @@ def frame(camera_id: str) -> Any:
     return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-def _choice(name: str, choices: type[RiskLevel] | type[AlertState]) -> Any:
+@blueprint.get("/cameras/<camera_id>/scale")
+@api_auth_required
+def camera_scale(camera_id: str) -> Any:
+    """How the camera's measures are scaled: its calibration, or the scale fitted from the
+    pedestrians it has seen (approximate), with metres per pixel across a few rows."""
+    camera = _existing(camera_id)
+    latest = store().latest(camera_id)
+    width, height = (latest.width, latest.height) if latest else (0, 0)
+    if camera.calibration is not None:
+        plane = GroundPlane.from_points(camera.calibration.image_points, camera.calibration.ground_points)
+        return jsonify(approximate=False, source="calibration", width=width, height=height,
+                       side=plane.side, grid_step_m=2, matrix=plane.matrix.round(8).tolist())
+    if not width:
+        return _error(404, f"no frame yet from camera {camera_id!r}: its scale is fitted from what it sees")
+    fitted = scale.fit(store().scale_samples(camera_id), width, height)
+    return jsonify(width=width, height=height, side=1, grid_step_m=2, **fitted.to_json(width, height))
+
+
+def _choice(name: str, choices: type[RiskLevel] | type[AlertState] | type[ConflictSeverity]) -> Any:
     value = request.args.get(name) or None
     if value is not None and value not in choices.__members__.values():
         abort(400, f"{name}: must be one of {', '.join(choices)}")
@@ -215,6 +235,26 @@ def alert_evidence(alert_id: str, name: str) -> Any:
         abort(404, f"alert {alert_id!r} has no {kind} (none kept, or past its retention)")
     cache = {"Cache-Control": "private, max-age=3600"}  # evidence never changes once kept
     return Response(blob, mimetype=EVIDENCE_MIMETYPES[kind], headers=cache)
+
+
+@blueprint.get("/conflicts")
+@api_auth_required
+def conflicts() -> Any:
+    """Conflict events, newest first: `camera`, `since` (start time), `severity` (at least)."""
+    since = _number("since", "0", 0, float("inf"), float) if request.args.get("since") else None
+    found = store().conflicts(camera_id=request.args.get("camera") or None, since=since,
+                              severity=_choice("severity", ConflictSeverity),
+                              limit=_number("limit", "100", 1, 1000))
+    return jsonify([event.to_wire() for event in found])
+
+
+@blueprint.get("/conflicts/<conflict_id>")
+@api_auth_required
+def get_conflict(conflict_id: str) -> Any:
+    event = store().get_conflict(conflict_id)
+    if event is None:
+        abort(404, f"no conflict {conflict_id!r} (unknown, or past its retention)")
+    return jsonify(event.to_wire())
 
 
 @blueprint.get("/stats")

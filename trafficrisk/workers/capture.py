@@ -85,6 +85,7 @@ class FileSource:
         self.interval = 1.0 / (self.capture.get(cv2.CAP_PROP_FPS) or 10.0)
         self.next_at = time.monotonic()
         self.frames = 0
+        self.started_at = time.time()
 
     def grab(self) -> None:
         self.stop.wait(max(0.0, self.next_at - time.monotonic()))
@@ -102,6 +103,12 @@ class FileSource:
     def retrieve(self) -> np.ndarray | None:
         ok, image = self.capture.retrieve()
         return image if ok else None
+
+    def frame_time(self) -> float:
+        """When the frame grabbed last is meant to be seen: the file's own clock, begun
+        when it was opened. A reader that falls behind (a busy machine) would otherwise
+        stamp frames late and unevenly, and speeds measured from them would be wrong."""
+        return self.started_at + (self.frames - 1) * self.interval
 
     def release(self) -> None:
         self.capture.release()
@@ -134,6 +141,10 @@ class StreamSource:
     def retrieve(self) -> np.ndarray | None:
         ok, image = self.capture.retrieve()
         return image if ok else None
+
+    def frame_time(self) -> float:
+        """A live source's frame is as old as its arrival: now."""
+        return time.time()
 
     def release(self) -> None:
         self.capture.release()
@@ -184,6 +195,10 @@ class SnapshotSource:
 
     def retrieve(self) -> np.ndarray | None:
         return self.image
+
+    def frame_time(self) -> float:
+        """A live source's frame is as old as its arrival: now."""
+        return time.time()
 
     def release(self) -> None:
         self.http.close()
@@ -293,6 +308,6 @@ class CameraReader:
         # Keep the cadence; after a stall or a slower rate, start it again from now.
         self._sampled_at = due if now - due < interval else now
         with self._lock:
-            self._latest = CapturedFrame(self._number, time.time(), image)
+            self._latest = CapturedFrame(self._number, source.frame_time(), image)
         if self._on_frame is not None:
             self._on_frame(self.camera.id)

@@ -76,19 +76,31 @@ class GroundPlane:
         return float(x), float(y)
 
     def away_from_camera(self, point: Point) -> Point:
-        """The unit ground direction in which the image point moves up the image: away
-        from the camera, along its line of sight."""
-        here, above = self.to_ground_many(np.array([point, (point[0], point[1] - 1.0)]))
-        direction = above - here
-        norm = float(np.hypot(*direction))
-        if not np.isfinite(norm) or norm == 0:
-            return 0.0, 1.0
-        return float(direction[0] / norm), float(direction[1] / norm)
+        """The unit ground direction across the image row through the point, away from the
+        camera. A box's bottom row is a ground line that its road user's footprint touches
+        on the near side: the footprint lies beyond it, along this direction."""
+        x, y = away_from_camera(self, np.array([point]))[0]
+        return float(x), float(y)
 
     def metres_per_pixel(self, point: Point) -> float:
         """Across the image at this point: the ground length of one pixel along the row."""
         left, right = self.to_ground_many(np.array([(point[0] - 0.5, point[1]), (point[0] + 0.5, point[1])]))
         return float(np.hypot(*(right - left)))
+
+
+def away_from_camera(plane: GroundPlane, points: np.ndarray) -> np.ndarray:
+    """`GroundPlane.away_from_camera` of N image points at once (N x 2); (0, 1) where the
+    plane gives no direction (beyond the horizon)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    half = np.array([0.5, 0.0])
+    row = plane.to_ground_many(points + half) - plane.to_ground_many(points - half)
+    up = plane.to_ground_many(points - np.array([0.0, 1.0])) - plane.to_ground_many(points)
+    normal = np.stack([-row[:, 1], row[:, 0]], axis=1)
+    normal *= np.where((normal * up).sum(axis=1, keepdims=True) < 0, -1.0, 1.0)
+    norm = np.linalg.norm(normal, axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = normal / norm
+    return np.where(np.isfinite(unit).all(axis=1, keepdims=True) & (norm > 0), unit, np.array([0.0, 1.0]))
 
 
 def _apply(matrix: np.ndarray, points: np.ndarray, side: float) -> np.ndarray:

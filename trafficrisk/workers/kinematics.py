@@ -91,6 +91,15 @@ def closing_speed(a: Footprint, va: Vector, b: Footprint, vb: Vector) -> float:
     return (gap(a, b) - later) / _CLOSING_DT_S
 
 
+def _deepening(difference: Polygon, w: Vector) -> bool:
+    """Overlapping footprints that overlap more a moment later: the point `w dt` lies
+    deeper inside A - B than the origin does."""
+    later = Point(w[0] * _CLOSING_DT_S, w[1] * _CLOSING_DT_S)
+    if not difference.contains(later):
+        return False
+    return bool(difference.exterior.distance(later) > difference.exterior.distance(Point(0.0, 0.0)))
+
+
 def _difference(a: Footprint, b: Footprint) -> Polygon:
     """The Minkowski difference A - B: the footprints touch exactly when it holds the origin."""
     corners = (a.corners()[:, None, :] - b.corners()[None, :, :]).reshape(-1, 2)
@@ -114,7 +123,7 @@ def time_to_collision(
     speed = math.hypot(*w)
     origin = Point(0.0, 0.0)
     if difference.intersects(origin):
-        return 0.0 if speed > 1e-9 and closing_speed(a, va, b, vb) > 0 else None
+        return 0.0 if speed > 1e-9 and _deepening(difference, w) else None
     if speed < 1e-9:
         return None
     reach = speed * horizon_s

@@ -21,6 +21,7 @@ Redis, next to the tracks): recent box heights per band of rows, and recent walk
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ DEPTH_SHARE = 0.6
 PRIOR_WALKERS = 5  # how much the lens prior weighs against measured walkers
 FOCAL_PER_WIDTH = 0.87  # f = 0.87 x image width: a 60-degree field of view
 PRIOR_CAMERA_HEIGHT_M = 6.0
+MIN_SPAN_PX = 96  # rows the pedestrians must span for their horizon alone to be fitted
 PRIOR_HORIZON_ROW = 0.0  # with no pedestrians, or few: the horizon at the image's top
 PRIOR_WEIGHT = 3.0  # ... weighing as much as three sightings in one band of rows
 BORDER_PX = 3  # a box touching the image's edge is cut off: its height says nothing
@@ -84,7 +86,7 @@ def add_sightings(
     height: int,
 ) -> Samples:
     """The samples with this frame's confirmed, whole pedestrians added."""
-    samples = {"bands": {}, "walkers": [], "sightings": 0, **(samples or {})}
+    samples = copy.deepcopy({"bands": {}, "walkers": [], "sightings": 0, **(samples or {})})
     for detection, track in zip(detections, tracks, strict=True):
         if track is None or track.hits < CONFIRMED_HITS or not is_pedestrian(detection.label):
             continue
@@ -123,10 +125,11 @@ def _walker(track: Track) -> list[float] | None:
 def fit(samples: Samples | None, width: int, height: int) -> Scale:
     """The approximate plane from the samples (a prior one when there are none).
 
-    The line of box heights against rows is fitted through the bands' medians and one
-    more point, of weight `PRIOR_WEIGHT`: height zero at the top row, a typical
-    horizon. Pedestrians seen over many rows outweigh it; a few seen in one band of
-    rows lean on it rather than on a horizon extrapolated from a handful of boxes.
+    The line of box heights against rows is fitted through the bands' medians. When
+    they span fewer than `MIN_SPAN_PX` rows (or make no sense: heights that shrink down
+    the image) one more point joins them, of weight `PRIOR_WEIGHT`: height zero at the
+    top row, a typical horizon, so that pedestrians seen in one band of rows lean on it
+    rather than on a horizon extrapolated from a handful of boxes.
     """
     samples = samples or {}
     rows = [
@@ -138,9 +141,9 @@ def fit(samples: Samples | None, width: int, height: int) -> Scale:
     if not rows:
         return _perspective(centre, PRIOR_HORIZON_ROW, PRIOR_CAMERA_HEIGHT_M, focal, "prior", 0, [])
     v, h, n = (np.array(column, dtype=np.float64) for column in zip(*rows, strict=True))
-    weights = np.sqrt(np.append(n, PRIOR_WEIGHT))
-    k, b = np.polyfit(np.append(v, PRIOR_HORIZON_ROW), np.append(h, 0.0), 1, w=weights)
-    horizon = -b / k if k > 0 else math.inf
+    horizon, k = _line(v, h, n, with_prior=bool(np.ptp(v) < MIN_SPAN_PX))
+    if not (k > 0 and horizon < v.min() - ROW_BAND_PX):
+        horizon, k = _line(v, h, n, with_prior=True)
     if not (k > 0 and horizon < v.min() - ROW_BAND_PX):  # heights that do not grow down the image
         horizon = PRIOR_HORIZON_ROW
         k = float(np.average(h / (v - horizon), weights=n))
@@ -153,6 +156,16 @@ def fit(samples: Samples | None, width: int, height: int) -> Scale:
         int(n.sum()),
         samples.get("walkers", []),
     )
+
+
+def _line(v: np.ndarray, h: np.ndarray, n: np.ndarray, with_prior: bool) -> tuple[float, float]:
+    """The horizon row and slope of box heights against rows, weighted by sightings."""
+    if with_prior:
+        v, h, n = np.append(v, PRIOR_HORIZON_ROW), np.append(h, 0.0), np.append(n, PRIOR_WEIGHT)
+    if len(v) < 2:
+        return math.inf, 0.0
+    k, b = np.polyfit(v, h, 1, w=np.sqrt(n))
+    return (-b / k if k > 0 else math.inf), float(k)
 
 
 def _perspective(

@@ -26,7 +26,7 @@ import numpy as np
 from trafficrisk.messages import Box, ConflictEvent, Detection, LineCrossing, PairMeasure, Zone
 from trafficrisk.workers import kinematics, scale
 from trafficrisk.workers.conflicts import Frame, PairObservation, Thresholds, advance_conflicts
-from trafficrisk.workers.ground_plane import GroundPlane
+from trafficrisk.workers.ground_plane import GroundPlane, away_from_camera
 from trafficrisk.workers.kinematics import Footprint, Trail, Vector
 from trafficrisk.workers.motion import Motion, estimate
 from trafficrisk.workers.road_users import is_vehicle, pair_kind, road_user
@@ -85,7 +85,9 @@ class _User:
 
     @property
     def confirmed(self) -> bool:
-        return self.track.hits >= CONFIRMED_HITS
+        """Seen in `CONFIRMED_HITS` frames, with its feet on the ground in as many: a road
+        user coming into view at the image's edge has hits but no ground points yet."""
+        return self.track.hits >= CONFIRMED_HITS and len(self.track.trail) >= CONFIRMED_HITS
 
 
 def advance_scene(
@@ -112,13 +114,9 @@ def advance_scene(
     plane = geometry.calibration or scale.fit(samples, geometry.width, geometry.height).plane
     frame = Frame(frame.camera_id, frame.seq, frame.at, plane.approximate)
     users, moved = _on_ground(found, tracked.tracks, plane, frame.at)
-    recent = _recent(
-        tracked.state.tracks,
-        {t.track_id for t in tracked.tracks if t},
-        plane,
-        frame.at,
-        limits.potential_pet_s,
-    )
+    here = {user.track.track_id for user in users.values()}
+    everyone = [moved.get(t.track_id, t) for t in tracked.state.tracks]
+    recent = _recent(everyone, here, plane, frame.at, limits.potential_pet_s)
     annotated = tuple(_annotated(d, users.get(i)) for i, d in enumerate(found))
     pairs, observations = _measure(users, recent, plane)
     conflicts, conflict_state = advance_conflicts(state.get("conflicts"), observations, frame, limits)
@@ -150,16 +148,18 @@ def _on_ground(
 
 
 def _recent(
-    tracks: tuple[Track, ...], current: set[int], plane: GroundPlane, at: float, within_s: float
+    tracks: list[Track], here: set[int], plane: GroundPlane, at: float, within_s: float
 ) -> list[_User]:
-    """Tracks not in this frame but seen in the last `within_s` seconds, as they were then."""
+    """Road users not measurable in this frame (gone, hidden, cut by the image's edge)
+    whose trail reaches into the last `within_s` seconds, as they were at its end: the
+    first road user of a post-encroachment that one arriving now may make."""
     found = []
     for track in tracks:
-        if track.track_id in current or at - track.seen_at > within_s or track.hits < CONFIRMED_HITS:
+        if track.track_id in here or not track.trail or at - track.trail[-1][0] > within_s:
             continue
-        motion, _ = estimate(track, plane, track.seen_at)
+        motion, _ = estimate(track, plane, track.trail[-1][0])
         user = _user(None, track, motion, plane, ())
-        if user is not None:
+        if user is not None and user.confirmed:
             found.append(user)
     return found
 
@@ -265,7 +265,7 @@ def _conflict_measures(a: _User, b: _User, plane: GroundPlane, both_here: bool) 
     closing = 0.0
     if both_here:
         closing = kinematics.closing_speed(fa, va, fb, vb)
-        ttc = kinematics.time_to_collision(fa, va, fb, vb) if closing > 0 else None
+        ttc = kinematics.time_to_collision(fa, va, fb, vb)  # None unless they close in
         drac = kinematics.drac(fa, va, fb, vb) if ttc is not None else None
     conflict_type = _conflict_type(a, b)
     pet = None
@@ -309,9 +309,7 @@ def _trail(user: _User, plane: GroundPlane) -> Trail:
     trail = np.asarray(user.track.trail, dtype=np.float64)
     image = trail[:, 1:]
     points = plane.to_ground_many(image)
-    above = plane.to_ground_many(image - np.array([0.0, 1.0]))
-    away = above - points
-    away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-9)
+    away = away_from_camera(plane, image)
     f = user.footprint
     h = np.array(f.heading)
     depth = f.length * np.abs(away @ h) + f.width * np.abs(away @ np.array([-h[1], h[0]]))

@@ -5,6 +5,7 @@
 import { getJson, cameraPath } from "./api.js";
 import { loadAlerts, offerCameras, onAlert, setUpFilters } from "./alerts.js";
 import { openCameraForm, setUpCameraForm } from "./cameras.js";
+import { loadConflicts, onConflict } from "./conflicts.js";
 import { attachChart, detachChart, loadStats, onStats, redrawCharts } from "./charts.js";
 import { openGeometryEditor, setUpGeometryEditor } from "./geometry.js";
 import {
@@ -72,13 +73,14 @@ function connectSocket() {
     connection.textContent = "live";
     connection.className = "badge live";
     // Back after a break: catch up on what the events of the break said.
-    if (wasConnected) syncCameras().then(loadAlerts).catch(() => {});
+    if (wasConnected) syncCameras().then(loadAlerts).then(loadConflicts).catch(() => {});
     wasConnected = true;
   });
   socket.on("disconnect", () => { connection.textContent = "reconnecting…"; connection.className = "badge"; });
   socket.on("connect_error", (error) => { connection.textContent = `not connected: ${error.message}`; });
   socket.on("frame_result", showResult);
   socket.on("alert", onAlert);
+  socket.on("conflict", onConflict);
   socket.on("stats", onStats);
   socket.on("camera_status", async (status) => {
     if (!tileOf(status.camera_id)) await syncCameras();
@@ -91,6 +93,7 @@ async function start() {
   setUpFilters(document.getElementById("alert-filters"));
   await syncCameras();
   await loadAlerts().catch((error) => console.warn("alerts:", error.message));
+  await loadConflicts().catch((error) => console.warn("conflicts:", error.message));
   connectSocket();
   startSystemPanel();
   setInterval(() => syncCameras().catch(() => {}), CAMERA_SYNC_MS);

@@ -2,7 +2,7 @@
 // in the frame's own pixels; saving PUTs the camera with its `zones` and `calibration`,
 // and the API validates (a polygon needs 3 points, calibration 4 not on one line).
 
-import { ApiError, cameraPath, request } from "./api.js";
+import { ApiError, cameraPath, getJson, request } from "./api.js";
 import { canvasLabel, canvasOver } from "./dom.js";
 import { drawZones, tracePath } from "./grid.js";
 
@@ -10,7 +10,9 @@ const CALIBRATION_POINTS = 4;
 const DRAFT_COLOUR = "#ffeb3b";
 const CALIBRATION_COLOUR = "#00e5ff";
 
-const draft = { camera: null, zones: [], points: [], image: [], ground: [] };
+const GRID_COLOUR = "rgba(255, 255, 255, 0.45)";
+
+const draft = { camera: null, zones: [], points: [], image: [], ground: [], scale: null };
 let onSaved = () => {};
 
 const dialog = () => document.getElementById("geometry-dialog");
@@ -45,8 +47,10 @@ export function openGeometryEditor(camera) {
   draft.points = [];
   draft.image = (camera.calibration?.image_points ?? []).map(([x, y]) => [x, y]);
   draft.ground = (camera.calibration?.ground_points ?? []).map(([x, y]) => [String(x), String(y)]);
+  draft.scale = null;
   form().reset();
   form().querySelector(".form-title").textContent = `Zones and calibration: ${camera.name || camera.id}`;
+  loadScale(camera.id);
   showError("");
   renderZoneList();
   renderCalibration();
@@ -175,10 +179,87 @@ function showError(message) {
   form().querySelector(".form-error").textContent = message;
 }
 
+// How the camera's measures are scaled: its calibration, or the scale fitted from the
+// pedestrians it has seen, drawn as a ground grid so its perspective can be judged.
+async function loadScale(cameraId) {
+  const info = form().querySelector(".scale-info");
+  info.textContent = "Scale: loading…";
+  try {
+    draft.scale = await getJson(`${cameraPath(cameraId)}/scale`);
+    info.textContent = describeScale(draft.scale);
+  } catch (error) {
+    info.textContent = `Scale: ${error.message}`;
+  }
+  redraw();
+}
+
+export function describeScale(scale) {
+  if (!scale.approximate) return "Scale: calibrated (the four points below); grid lines every "
+    + `${gridStep(scale)} m on the ground.`;
+  const across = Object.entries(scale.metres_per_pixel_across)
+    .map(([row, metres]) => `${(metres * 100).toFixed(1)} cm/px at row ${row}`).join(", ");
+  const from = scale.source === "prior"
+    ? "no pedestrian seen yet, so a typical camera (6 m high) is assumed"
+    : `fitted from ${scale.sightings} pedestrian sightings (${scale.walkers} walking), `
+      + `camera about ${scale.camera_height_m} m up, horizon at row ${scale.horizon_row}`;
+  return `Scale: approximate, ${from}: ${across}. Every measure of this camera is marked approximate; `
+    + "calibrate it for exact ones.";
+}
+
+function gridStep(scale) {
+  return scale.grid_step_m ?? 2;
+}
+
+function invert([[a, b, c], [d, e, f], [g, h, i]]) {
+  const det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g);
+  return [[(e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det],
+    [(f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det],
+    [(d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det]];
+}
+
+function apply(m, [x, y]) {
+  const w = m[2][0] * x + m[2][1] * y + m[2][2];
+  return [(m[0][0] * x + m[0][1] * y + m[0][2]) / w, (m[1][0] * x + m[1][1] * y + m[1][2]) / w, w];
+}
+
+// Lines every few metres on the ground, over the part of the ground the frame shows.
+function drawGroundGrid(ctx, scaleInfo, width, height, scale) {
+  const toGround = scaleInfo?.matrix;
+  if (!toGround) return;
+  const toImage = invert(toGround);
+  const seen = [];
+  for (let v = height; v > 0; v -= height / 12) {
+    for (let u = 0; u <= width; u += width / 8) {
+      const [x, y, w] = apply(toGround, [u, v]);
+      if (w * (scaleInfo.side ?? 1) > 0 && Number.isFinite(x) && Number.isFinite(y)) seen.push([x, y]);
+    }
+  }
+  if (seen.length < 2) return;
+  const step = gridStep(scaleInfo);
+  const span = (axis) => [Math.floor(Math.min(...seen.map((p) => p[axis])) / step) * step,
+    Math.ceil(Math.max(...seen.map((p) => p[axis])) / step) * step];
+  const [[x0, x1], [y0, y1]] = [span(0), span(1)];
+  ctx.save();
+  ctx.strokeStyle = GRID_COLOUR;
+  ctx.lineWidth = 1;
+  const line = (from, to) => {
+    const points = [];
+    for (let k = 0; k <= 40; k++) {
+      const [u, v] = apply(toImage, [from[0] + ((to[0] - from[0]) * k) / 40, from[1] + ((to[1] - from[1]) * k) / 40]);
+      if (u > -width && u < 2 * width && v >= 0 && v <= 2 * height) points.push([u * scale.x, v * scale.y]);
+    }
+    if (points.length > 1) { tracePath(ctx, points, false); ctx.stroke(); }
+  };
+  for (let x = x0; x <= x1 && (x1 - x0) / step < 200; x += step) line([x, y0], [x, y1]);
+  for (let y = y0; y <= y1 && (y1 - y0) / step < 200; y += step) line([x0, y], [x1, y]);
+  ctx.restore();
+}
+
 function redraw() {
   const img = frame();
   if (!img.naturalWidth || !dialog().open) return;
   const { ctx, scale } = canvasOver(img, canvas(), img.naturalWidth, img.naturalHeight, "12px sans-serif");
+  drawGroundGrid(ctx, draft.scale, img.naturalWidth, img.naturalHeight, scale);
   drawZones(ctx, draft.zones, scale);
   drawPoints(ctx, draft.points, scale, DRAFT_COLOUR, mode() === "polygon");
   drawPoints(ctx, draft.image, scale, CALIBRATION_COLOUR, false, true);

@@ -82,7 +82,9 @@ export function showResult(result) {
   level.textContent = `risk ${result.risk_level}`;
   level.style.background = RISK_COLOURS[result.risk_level];
   tile.node.querySelector(".meta").textContent =
-    `${timeOf(result.captured_at)} · ${result.detections.length} road users · ${result.groups.length} groups`;
+    `${timeOf(result.captured_at)} · ${result.detections.length} road users · ${result.groups.length} groups`
+    + ` · ${(result.conflicts ?? []).filter((c) => c.change !== "ended").length} conflicts`
+    + (result.scale === "approximate" ? " · approximate scale" : "");
 }
 
 // The ground point (bottom centre of the box) of each tracked road user, newest last.
@@ -112,6 +114,33 @@ function draw(tile) {
   drawTrails(ctx, tile.trails, scale);
   drawBoxes(ctx, result.detections, scale);
   drawGroups(ctx, result.groups, scale);
+  drawConflicts(ctx, result, scale);
+}
+
+// Each open conflict: a line between its two road users and a ring where they meet,
+// in its severity's colour, with its shortest TTC (or PET).
+function drawConflicts(ctx, result, scale) {
+  const byTrack = new Map(result.detections.map((d) => [d.track_id, d]));
+  ctx.save();
+  ctx.lineWidth = 3;
+  for (const conflict of result.conflicts ?? []) {
+    if (conflict.change === "ended") continue;
+    const colour = conflict.severity === "serious" ? RISK_COLOURS.high : RISK_COLOURS.medium;
+    const ends = [byTrack.get(conflict.first_track), byTrack.get(conflict.second_track)].filter(Boolean)
+      .map((d) => [((d.box.x1 + d.box.x2) / 2) * scale.x, d.box.y2 * scale.y]);
+    ctx.strokeStyle = colour;
+    if (ends.length === 2) tracePath(ctx, ends, false), ctx.stroke();
+    const [x, y] = conflict.image_point ? [conflict.image_point[0] * scale.x, conflict.image_point[1] * scale.y]
+      : ends[0] ?? [null, null];
+    if (x === null) continue;
+    ctx.beginPath();
+    ctx.arc(x, y, 9, 0, 2 * Math.PI);
+    ctx.stroke();
+    const measure = conflict.min_ttc_s ?? conflict.pet_s;
+    const name = conflict.min_ttc_s !== null && conflict.min_ttc_s !== undefined ? "TTC" : "PET";
+    canvasLabel(ctx, `${conflict.severity} ${name} ${measure?.toFixed(1) ?? "?"} s`, x + 11, y - 4, colour);
+  }
+  ctx.restore();
 }
 
 export function drawZones(ctx, zones, scale) {
