@@ -170,15 +170,18 @@ def test_an_unconfirmed_spike_is_forgotten_without_a_word() -> None:
 def test_the_event_keeps_its_extremes() -> None:
     measures: list[Measures] = [
         {"ttc": 2.5, "drac": 1.0, "closing_speed": 4.0},
-        {"ttc": 1.23456, "drac": 2.5, "closing_speed": 6.0, "first_speed": 7.0, "location": (3.333, 4.444)},
-        {"ttc": 2.2, "drac": 2.0, "pet": 2.0},
+        {"ttc": 1.23456, "drac": 2.5, "closing_speed": 5.0},  # a one-frame dip
+        {"ttc": 1.6, "drac": 2.0, "pet": 2.0, "closing_speed": 6.0, "first_speed": 7.0,
+         "location": (3.333, 4.444)},
         {"ttc": 2.8, "drac": 1.5, "pet": 2.5},
         {"ttc": None, "pet": None, "first_speed": 9.0},
     ]
     reported, _ = run(measures)
     event = reported[-1][0]
-    # the minimum TTC (rounded to ms) with its frame, time and the closing speed then
-    assert (event.min_ttc_s, event.min_ttc_frame, event.min_ttc_at) == (1.235, "cam:2", 0.5)
+    # the minimum TTC is the least of the TTCs held over two frames in a row (the larger of
+    # each pair): 2.5 (frames 1-2), 1.6 (2-3), 2.8 (3-4): 1.6, at frame 3, with what frame 3
+    # measured; the dip to 1.23 in frame 2 alone sets nothing
+    assert (event.min_ttc_s, event.min_ttc_frame, event.min_ttc_at) == (1.6, "cam:3", 0.75)
     assert event.closing_speed == 6.0
     assert (event.first_speed_mps, event.location) == (7.0, (3.33, 4.44))  # at the minimum TTC
     assert event.max_drac == 2.5  # the largest of 1.0, 2.5, 2.0, 1.5
@@ -188,8 +191,8 @@ def test_the_event_keeps_its_extremes() -> None:
     assert (event.start_at, event.start_frame) == (0.25, "cam:1")
     assert (event.end_at, event.last_frame) == (1.0, "cam:4")
     assert event.updated_seq == 5
-    assert event.frames == ("cam:1", "cam:2", "cam:3", "cam:4")
-    # one TTC under 1.5 s ([2.5, 1.23], then [1.23, 2.2]) and a PET of 2 s: potential only
+    assert event.frames == ("cam:1", "cam:3", "cam:4")
+    # one TTC under 1.5 s (never two in a row) and a PET of 2 s: potential only
     assert event.severity == "potential"
 
 

@@ -67,6 +67,8 @@ TRUTH = {
     "crossing": [("car", "other", "vehicle-vehicle", "crossing", "serious", 1.19, None)],
     "braking": [("car", "pedestrian", "vehicle-pedestrian", "crossing", "serious", 0.70, None)],
     "close-behind": [("car", "pedestrian", "vehicle-pedestrian", "crossing", "serious", None, 0.72)],
+    "step-out": [("car", "pedestrian", "vehicle-pedestrian", "crossing", "serious", 1.02, None)],
+    "crossing-after": [("car", "pedestrian", "vehicle-pedestrian", "crossing", "potential", None, 2.0)],
 }
 
 

@@ -329,6 +329,33 @@ def _scenarios() -> dict[str, Scenario]:
                 bystanders=BYSTANDERS,
             ),
             Scenario(
+                "step-out",
+                "a pedestrian steps off the grass into the road; the car brakes",
+                8.0,
+                (
+                    Actor("car", "pickup", east(10), (Leg(0.6, EAST, 5.0), Leg(1.5, EAST, 5.0, 0.0))),
+                    Actor("pedestrian", "walker3", _beside(east(21), -2.5), walk(8.0, EAST + 90, 1.2)),
+                ),
+                safe=False,
+                bystanders=BYSTANDERS[:1],
+            ),
+            Scenario(
+                "crossing-after",
+                "a pedestrian crosses two seconds behind a passing car: a potential conflict, no alert",
+                8.0,
+                (
+                    Actor("car", "pickup", east(10), walk(8.0, EAST, 6.0)),
+                    Actor(
+                        "pedestrian",
+                        "walker",
+                        _beside(east(18), 4.0),
+                        (*still(1.7, EAST - 90), *walk(8.0, EAST - 90, 1.4)),
+                    ),
+                ),
+                safe=False,
+                bystanders=BYSTANDERS,
+            ),
+            Scenario(
                 "parallel",
                 "a car drives along the road; a pedestrian walks the same way on the grass",
                 8.0,

@@ -149,9 +149,10 @@ def _observed(
     if ranged:
         event.update(end_at=frame.at, last_frame=frame.frame_id)
     critical = False
-    if pair.ttc_s is not None and (event.get("min_ttc_s") is None or pair.ttc_s < event["min_ttc_s"]):
+    held = _held(ttcs, limits.confirm_frames)
+    if held is not None and (event.get("min_ttc_s") is None or held < event["min_ttc_s"]):
         event.update(
-            min_ttc_s=round(pair.ttc_s, 3),
+            min_ttc_s=round(held, 3),
             min_ttc_at=frame.at,
             min_ttc_frame=frame.frame_id,
             closing_speed=round(pair.closing_speed, 2),
@@ -187,6 +188,15 @@ def _observed(
         "dracs": dracs,
         "in_range_at": frame.at if ranged else record["in_range_at"],
     }
+
+
+def _held(ttcs: list[float | None], frames: int) -> float | None:
+    """The TTC held over the last `frames` frames in a row (the largest of them): the
+    event's minimum TTC is the least of these, so one frame's jitter does not set it."""
+    recent = ttcs[-frames:]
+    if len(recent) < frames or any(t is None for t in recent):
+        return None
+    return max(t for t in recent if t is not None)
 
 
 def _severity(

@@ -4,10 +4,13 @@ whether it moves at all.
 Box corners jitter by a few pixels from frame to frame: differencing two frames makes
 a parked van "move" at a metre a second. The velocity is instead the least-squares
 slope of the ground points of about the last second, and a track is stationary, with
-a velocity of zero, until it has clearly left the place where it stood: above
-`MOVING_SPEED` and `START_DISTANCE` from that place. It stops again below
-`STATIONARY_SPEED`; the gap between the two speeds is the hysteresis that keeps a
-jittering parked vehicle from flickering between the states.
+a velocity of zero, until it has clearly left the place where it stood: above its
+class's moving speed and start distance from that place. It stops again below its
+stationary speed; the gap between the two speeds is the hysteresis that keeps a
+jittering parked vehicle from flickering between the states. A pedestrian's are lower
+(people walk at 1.2-1.4 m/s and step off a kerb within a second; a pedestrian is no
+danger to anyone standing still or walking, so the state only decides what the
+vehicles' measures take them to be doing).
 """
 
 from __future__ import annotations
@@ -19,15 +22,30 @@ import numpy as np
 
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.kinematics import Vector, unit
+from trafficrisk.workers.road_users import is_pedestrian
 from trafficrisk.workers.tracking import Point, Track
 
 VELOCITY_WINDOW_S = 1.0
 # At a low sample rate a second holds two frames: fit at least this many.
 MIN_FIT_POINTS = 3
 MIN_CURVE_POINTS = 5
-STATIONARY_SPEED = 0.5  # m/s: below, a moving road user stops
-MOVING_SPEED = 1.0  # m/s: above, and START_DISTANCE from where it stood, a stationary one moves
-START_DISTANCE = 0.8  # m
+CURVE_SIGMAS = 1.5
+
+
+@dataclass(frozen=True)
+class Hysteresis:
+    stationary_speed: float  # m/s: below, a moving road user stops
+    moving_speed: float  # m/s: above, and start_distance from where it stood, a stationary one moves
+    start_distance: float  # m
+
+
+VEHICLE = Hysteresis(stationary_speed=0.5, moving_speed=1.0, start_distance=0.8)
+PEDESTRIAN = Hysteresis(stationary_speed=0.3, moving_speed=0.6, start_distance=0.3)
+STATIONARY_SPEED, MOVING_SPEED, START_DISTANCE = (
+    VEHICLE.stationary_speed,
+    VEHICLE.moving_speed,
+    VEHICLE.start_distance,
+)
 HEADING_SPEED = 1.5  # m/s: below, the heading is kept from when it went faster
 # A track whose newest ground point is older than this (hidden, or cut by the image's
 # edge) has no motion to measure: where it is now is a guess.
@@ -56,18 +74,33 @@ def ground_trail(track: Track, plane: GroundPlane) -> tuple[np.ndarray, np.ndarr
 def fit_motion(times: np.ndarray, points: np.ndarray, at: float) -> tuple[Vector, Vector]:
     """Least-squares position and velocity at `at` of points over time (one point: at rest).
 
-    With `MIN_CURVE_POINTS` or more the fit is a parabola, whose slope at `at` follows a
-    braking vehicle; a straight line's is the mean velocity of the window, half a window
-    late (a car braking at 5 m/s² would seem 2.5 m/s too fast)."""
+    A straight line's slope is the mean velocity of the window, half a window late: a
+    car braking at 5 m/s² would seem 2.5 m/s too fast. A parabola's slope at `at` follows
+    it, but amplifies the jitter of the points at the window's end: a walker at 1.2 m/s
+    would seem to go at anything from 0.6 to 2.5. So the two are blended by how far the
+    parabola's acceleration stands out of its noise (a weight a² / (a² + (k s)²), s its standard error, from
+    `MIN_CURVE_POINTS` points on): a braking car gets the parabola, a walker the line."""
     if len(times) == 1 or np.ptp(times) < 1e-6:
         mean = points.mean(axis=0)
         return (float(mean[0]), float(mean[1])), (0.0, 0.0)
-    degree = 2 if len(times) >= MIN_CURVE_POINTS else 1
-    coefficients = np.polynomial.polynomial.polyfit(times - at, points, degree)  # rows: powers of (t - at)
-    return (float(coefficients[0, 0]), float(coefficients[0, 1])), (
-        float(coefficients[1, 0]),
-        float(coefficients[1, 1]),
-    )
+    chosen = np.polynomial.polynomial.polyfit(times - at, points, 1)  # rows: powers of (t - at)
+    if len(times) >= MIN_CURVE_POINTS:
+        curve = np.polynomial.polynomial.polyfit(times - at, points, 2)
+        chosen = chosen + _curve_weight(times - at, points, curve) * (curve[:2] - chosen)
+    return (float(chosen[0, 0]), float(chosen[0, 1])), (float(chosen[1, 0]), float(chosen[1, 1]))
+
+
+def _curve_weight(dt: np.ndarray, points: np.ndarray, curve: np.ndarray) -> float:
+    """How much the parabola's acceleration stands out of the noise of its fit, 0..1."""
+    design = np.vander(dt, 3, increasing=True)
+    dof = len(dt) - 3
+    residuals = points - design @ curve
+    if dof <= 0:
+        return 1.0  # the curve fits exactly: nothing to tell it from
+    sigma2 = float((residuals**2).sum()) / dof  # both axes
+    error2 = 4 * sigma2 * np.linalg.inv(design.T @ design)[2, 2]
+    acceleration2 = 4 * float(np.sum(curve[2] ** 2))
+    return acceleration2 / (acceleration2 + (CURVE_SIGMAS**2) * error2 + 1e-12)
 
 
 def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track]:
@@ -105,12 +138,13 @@ def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track
 def _is_moving(track: Track, plane: GroundPlane, points: np.ndarray, speed: float) -> bool:
     """Moving on, or leaving rest: fast enough, and the mean of its last few ground points
     (one displaced box is not a move) far enough from where it stood."""
+    limits = PEDESTRIAN if is_pedestrian(track.label) else VEHICLE
     if track.moving:
-        return speed >= STATIONARY_SPEED
-    if speed < MOVING_SPEED or len(points) < MIN_FIT_POINTS:
+        return speed >= limits.stationary_speed
+    if speed < limits.moving_speed or len(points) < MIN_FIT_POINTS:
         return False
     rest = plane.to_ground_many(np.array([track.anchor]))[0] if track.anchor else points[0]
     if not np.isfinite(rest).all():
         return True
     now = points[-MIN_FIT_POINTS:].mean(axis=0)
-    return float(np.hypot(*(now - rest))) >= START_DISTANCE
+    return float(np.hypot(*(now - rest))) >= limits.start_distance

@@ -84,6 +84,10 @@ class _User:
         return self.track.label
 
     @property
+    def seen_whole(self) -> bool:
+        return self.index is not None and self.track.in_full_view
+
+    @property
     def confirmed(self) -> bool:
         """Seen in `CONFIRMED_HITS` frames, with its feet on the ground in as many: a road
         user coming into view at the image's edge has hits but no ground points yet."""
@@ -216,7 +220,7 @@ def _measure(
     everyone = [*users.values(), *recent]
     for a, b in combinations(everyone, 2):
         kind = pair_kind(a.label, b.label)
-        if kind is None or (a.index is None and b.index is None):
+        if kind is None or (a.index is None and b.index is None) or _one_after_the_other(a, b):
             continue
         both_here = a.index is not None and b.index is not None
         gap = kinematics.gap(a.footprint, b.footprint) if both_here else math.inf
@@ -255,6 +259,16 @@ def _pair(
     )
 
 
+def _one_after_the_other(a: _User, b: _User) -> bool:
+    """Two tracks of one family never seen together: most likely one road user whose
+    track was lost (hidden, stopped where it was not looked for) and found again, not two
+    that could encroach on each other."""
+    if road_user(a.label).family != road_user(b.label).family:
+        return False
+    (a_first, a_last), (b_first, b_last) = ((u.track.trail[0][0], u.track.trail[-1][0]) for u in (a, b))
+    return a_last < b_first or b_last < a_first
+
+
 def _conflict_measures(a: _User, b: _User, plane: GroundPlane, both_here: bool) -> tuple[Any, ...] | None:
     """TTC, DRAC, closing speed, PET and conflict type of a pair that may conflict, else None."""
     vehicle_moves = any(u.motion.moving and is_vehicle(u.label) for u in (a, b))
@@ -263,7 +277,9 @@ def _conflict_measures(a: _User, b: _User, plane: GroundPlane, both_here: bool) 
     fa, fb, va, vb = a.footprint, b.footprint, a.motion.velocity, b.motion.velocity
     ttc = drac = None
     closing = 0.0
-    if both_here:
+    # A road user half hidden, or cut by the image's edge, is where its last whole box
+    # puts it: good enough for the path a PET compares, not for a time to collision.
+    if both_here and a.seen_whole and b.seen_whole:
         closing = kinematics.closing_speed(fa, va, fb, vb)
         ttc = kinematics.time_to_collision(fa, va, fb, vb)  # None unless they close in
         drac = kinematics.drac(fa, va, fb, vb) if ttc is not None else None
@@ -278,8 +294,9 @@ def _conflict_measures(a: _User, b: _User, plane: GroundPlane, both_here: bool) 
 
 def _since(user: _User) -> float:
     """Where the new part of a road user's path begins: its sample before the newest one
-    (it may have been hidden in between); nothing is new for one not in this frame."""
-    if user.index is None:
+    (it may have been hidden in between). Nothing is new for one not in this frame, nor
+    for one standing still: it arrives nowhere (a jittering box is no encroachment)."""
+    if user.index is None or not user.motion.moving:
         return math.inf
     trail = user.track.trail
     return trail[-2][0] if len(trail) >= 2 else trail[-1][0]

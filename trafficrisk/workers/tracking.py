@@ -27,6 +27,8 @@ from trafficrisk.workers.road_users import same_family
 
 # A track not seen for this long is gone.
 MAX_AGE_S = 3.0
+# For this long a track is also looked for where it was last seen (it may have stopped).
+STOPPED_LOOK_S = 1.0
 # The trail a track keeps: long enough to time a post-encroachment of a few seconds.
 TRAIL_S = 5.0
 # A box this close to the image's edge is cut by it.
@@ -62,6 +64,9 @@ class Track:
     # Its last box with its feet in view: the size to restore a box that someone in
     # front of it hides the lower part of.
     whole: Corners | None = None
+    # Its box in the frame it was last seen in showed it whole: not cut by the image's
+    # edge, its feet not hidden. Only then is its position measured, not restored.
+    in_full_view: bool = False
 
     def predicted(self, at: float) -> Corners:
         dx, dy = (v * (at - self.seen_at) for v in self.velocity)
@@ -143,13 +148,21 @@ def match(tracks: Sequence[Track], detections: Sequence[Detection], at: float) -
     candidates = []
     # Detectors waver between neighbouring classes of one road user (a pickup is a `car`
     # in one frame, a `truck` in the next): a track follows its family, with the newest label.
+    # A track is looked for where it would be had it kept its velocity, and, for a
+    # moment, where it was last seen: a vehicle that stopped while hidden behind another
+    # is still there (later, another road user of its family may be there instead).
     for t, track in enumerate(tracks):
-        predicted = track.predicted(at)
+        places = (
+            (track.predicted(at), track.box)
+            if at - track.seen_at <= STOPPED_LOOK_S
+            else (track.predicted(at),)
+        )
         for d, detection in enumerate(detections):
             if not same_family(detection.label, track.label):
                 continue
             box = _corners(detection.box)
-            overlap, distance = iou(predicted, box), _centre_distance(predicted, box)
+            overlap = max(iou(place, box) for place in places)
+            distance = min(_centre_distance(place, box) for place in places)
             if overlap >= MIN_IOU or distance <= MAX_CENTRE_DISTANCE:
                 candidates.append((-overlap, distance, d, t))
     matches: dict[int, int] = {}
@@ -187,6 +200,7 @@ def _followed(
         velocity=(velocity[0], velocity[1]),
         hits=track.hits + 1,
         whole=whole or track.whole,
+        in_full_view=whole is not None,
         trail=_trail(track.trail, at, grounded, size),
     )
 
@@ -303,6 +317,7 @@ def track_frame(
                 box,
                 at,
                 trail=_trail((), at, None if i in hidden else box, size),
+                in_full_view=whole is not None,
                 labels={detection.label: 1},
                 whole=whole,
             )
