@@ -153,6 +153,7 @@ def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
         stop_all(procs)
 
 
+@pytest.mark.slow
 def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
         client: Any, producer: Any, workers: Callable[[], str]) -> None:
     start = (time.time() // 60) * 60 - 100  # recent, so nothing is past its retention
@@ -183,6 +184,7 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
     assert client.smembers(opening_key(CAMERA)) == set()  # every alert opened, none left waiting
 
 
+@pytest.mark.slow
 def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
                                                    workers: Callable[[], str]) -> None:
     store, now, jpeg = Store(client), time.time(), sample_jpeg()
@@ -200,6 +202,7 @@ def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
     assert store.dropped() == {"expired": 1}
 
 
+@pytest.mark.slow
 def test_aggregate_takes_a_frames_assessments_as_one_list_or_one_each(client: Any, producer: Any,
                                                                       workers: Callable[[], str]) -> None:
     draft = scripted_result(1, LASTING, LASTING, LASTING, camera_id="nested")

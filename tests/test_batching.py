@@ -157,6 +157,7 @@ def test_a_frames_groups_go_in_tasks_of_one_priority(priorities: list[bool], max
     assert [[r.group.group_id for r in batch] for batch in frame_batches(requests, max_batch)] == batches
 
 
+@pytest.mark.slow
 def test_a_frames_groups_share_one_llm_request_in_a_real_assess_worker(redis_url: str, producer: Any,
                                                                         tmp_path: Path) -> None:
     store = Store(redis.Redis.from_url(redis_url))

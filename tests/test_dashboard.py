@@ -29,6 +29,9 @@ from fleet import (
 
 from conftest import SAMPLE_VIDEO
 
+# Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 SCREENSHOTS = ARTIFACTS / "screenshots"
 
 

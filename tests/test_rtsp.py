@@ -18,6 +18,9 @@ from trafficrisk.messages import Camera, CameraState
 from trafficrisk.workers.capture import CameraReader
 from trafficrisk.workers.rtsp_transport import OPTIONS_VARIABLE, ffmpeg_options
 
+# Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def frames_advance(reader: CameraReader, within: float) -> bool:
     first = reader.latest()

@@ -91,6 +91,7 @@ def test_truth_conflicts(name: str) -> None:
     assert scenario.safe is (name not in TRUTH)
 
 
+@pytest.mark.slow
 def test_the_tool_writes_a_clip_and_its_truth(tmp_path: Path) -> None:
     clip, truth_file = write(SCENARIOS["near-miss"], tmp_path)
     capture = cv2.VideoCapture(str(clip))
@@ -112,6 +113,7 @@ def iou(a: list[float], b: tuple[float, float, float, float]) -> float:
     return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "actor", "label"),
     [

@@ -21,6 +21,9 @@ import redis
 from conftest import SAMPLE_VIDEO
 from trafficrisk.workers.leases import CameraLeases
 
+# Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 LEASE_S, SYNC_S = 3.0, 0.5
 CAMERAS = [f"cam{i}" for i in range(6)]
 

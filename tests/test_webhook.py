@@ -41,6 +41,9 @@ from trafficrisk.workers.webhook import (
     webhook_headers,
 )
 
+# Real alerts workers and receivers: not in the quick loop (pytest -m "not slow").
+pytestmark = pytest.mark.slow
+
 SECRET = "whsec-test-0123456789"
 MAX_ATTEMPTS = 5
 TIMEOUT_S = 2.0  # a try's timeout in the worker; the hanging receiver holds twice as long
