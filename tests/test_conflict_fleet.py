@@ -167,6 +167,7 @@ def test_the_dashboard_shows_the_conflict(conflict_fleet: ConflictFleet) -> None
         assert item.get_attribute("data-severity") == "serious"
         text = item.inner_text()
         assert "vehicle-pedestrian" in text and f"TTC {event['min_ttc_s']:.1f} s" in text
+        assert "null" not in text and "approximate" not in text  # the near miss is calibrated
         alert = page.locator("#alerts li.alert.high").filter(has_text="near-miss")
         alert.first.wait_for(timeout=15000)
         assert "conflict" in alert.first.inner_text()

@@ -55,7 +55,7 @@ function render(item, conflict) {
   item.className = `conflict ${conflict.severity}${ended ? " ended" : ""}`;
   item.dataset.conflictId = conflict.conflict_id;
   item.dataset.severity = conflict.severity;
-  item.replaceChildren(
+  const children = [
     el("div", { className: "conflict-head" },
       el("span", { className: `severity-chip ${conflict.severity}`, text: conflict.severity }),
       el("span", { className: "camera", text: conflict.camera_id }),
@@ -63,7 +63,11 @@ function render(item, conflict) {
       el("span", { className: "conflict-state", text: ended ? "ended" : "ongoing" })),
     el("div", { className: "kind", text: `${conflict.kind} · ${conflict.conflict_type}` }),
     el("div", { className: "measures", text: measures(conflict) }),
-    conflict.approximate ? el("div", { className: "approximate", text: "approximate scale (not calibrated)" }) : null);
+  ];
+  if (conflict.approximate) {
+    children.push(el("div", { className: "approximate", text: "approximate scale (not calibrated)" }));
+  }
+  item.replaceChildren(...children);
 }
 
 function showEmptyNote() {
