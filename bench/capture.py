@@ -36,7 +36,8 @@ def write_cameras(path: Path, cameras: int) -> None:
 def frame_ages(client: redis.Redis, cameras: int, since: float) -> list[float]:
     ages = []
     for i in range(cameras):
-        for _, fields in client.xrange(f"tr:history:cam{i:03d}"):
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(f"tr:history:cam{i:03d}")  # type: ignore[assignment]
+        for _, fields in entries:
             result = json.loads(fields[b"result"])
             if result["captured_at"] >= since:
                 ages.append(result["timings"]["queue_wait_s"])

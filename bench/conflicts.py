@@ -25,6 +25,7 @@ from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer
 from trafficrisk.workers.detection import load_detector
 from trafficrisk.workers.patterns import default_patterns
 from trafficrisk.workers.rules import LlmGate
+from trafficrisk.workers.scene import SceneStep
 
 
 class TimedAnalyzer(FrameAnalyzer):
@@ -33,8 +34,8 @@ class TimedAnalyzer(FrameAnalyzer):
     inference_s = postprocess_s = 0.0
     frames = 0
 
-    def analyze(self, *args, **kwargs) -> FrameAnalysis:  # type: ignore[no-untyped-def]
-        analysis = super().analyze(*args, **kwargs)
+    def analyze(self, jpeg: bytes, *, want_crops: bool, scene: SceneStep) -> FrameAnalysis:
+        analysis = super().analyze(jpeg, want_crops=want_crops, scene=scene)
         self.inference_s += analysis.timings["inference_s"]
         self.postprocess_s += analysis.timings["postprocess_s"]
         self.frames += 1

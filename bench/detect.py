@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg  # noqa: E402
 from trafficrisk.workers.batching import BatchedDetector  # noqa: E402
+from trafficrisk.workers.conflicts import Thresholds  # noqa: E402
 from trafficrisk.workers.detection import Detector, YoloDetector, fp16_args, warm_up  # noqa: E402
 from trafficrisk.workers.rules import LlmGate  # noqa: E402
+from trafficrisk.workers.scene import Geometry, SceneKeeper  # noqa: E402
 
 VIDEO = ROOT / "data" / "vtest.avi"
 DEFAULT_WEIGHTS = ROOT / "var" / "weights" / "smartrail-yolov8n.pt"
@@ -45,7 +47,7 @@ DEFAULT_WEIGHTS = ROOT / "var" / "weights" / "smartrail-yolov8n.pt"
 
 def read_frames(count: int) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(VIDEO))
-    frames = []
+    frames: list[np.ndarray] = []
     while len(frames) < count:
         ok, image = capture.read()
         if not ok:
@@ -85,7 +87,9 @@ def stage_threads(analyzer: FrameAnalyzer, jpegs: list[bytes], threads: int) -> 
 
         def task() -> None:
             while (jpeg := work.get()) is not None:
-                analyzer.analyze(jpeg, want_crops=False)
+                # Each frame its own scene: the bench measures detection, not tracking.
+                scene = SceneKeeper("bench", Geometry(768, 576), Thresholds()).step(1, 0.0)
+                analyzer.analyze(jpeg, want_crops=False, scene=scene)
 
         pool = [threading.Thread(target=task) for _ in range(threads)]
         for thread in pool:

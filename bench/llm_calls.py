@@ -23,10 +23,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import redis
 from harness import ROOT, redis_server
 
+from trafficrisk import evaluation
 from trafficrisk.llm_sim import verdict_for
 from trafficrisk.settings import get_settings
 from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg
@@ -52,22 +52,10 @@ class Counts:
 
 def sampled_frames(video: Path, fps: float) -> list[tuple[float, bytes]]:
     """(video time, JPEG) of the frames a camera sampling at `fps` would take."""
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise SystemExit(f"cannot open {video}")
-    native = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    frames, index, next_at = [], 0, 0.0
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        at = index / native
-        if at + 1e-9 >= next_at:
-            frames.append((at, encode_jpeg(image)))
-            next_at += 1 / fps
-        index += 1
-    capture.release()
-    return frames
+    try:
+        return [(at, encode_jpeg(image)) for _, at, image in evaluation.sampled_frames(video, fps)]
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
 
 
 def count_calls(

@@ -293,3 +293,77 @@ def test_frames_wait_only_for_frames_that_may_still_come(
         if new:
             raised[result.seq] = [a.alert_id for a in new]
     assert raised == alerts_by_arrival
+
+
+def relabelled(
+    story: list[FrameResult], first: int, second: int, start: int, **changes: object
+) -> list[FrameResult]:
+    """The story's conflict as if its tracks were renumbered from frame `start` on (the
+    tracker lost and found them), with other fields changed too."""
+    out = []
+    for result in story:
+        if result.seq >= start and result.conflicts:
+            event = result.conflicts[0].model_copy(
+                update={
+                    "conflict_id": f"cam:{first}-{second}:{start}",
+                    "first_track": first,
+                    "second_track": second,
+                    **changes,
+                }
+            )
+            result = result.model_copy(update={"conflicts": (event,)})
+        out.append(result)
+    return out
+
+
+HERE = (3.0, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("story", "alerts"),
+    [
+        # the same place: one encounter, one alert (at 27, serious), the new ids add none
+        (relabelled(conflict_story(location=HERE), 9, 10, 28, location=HERE), [("cam:c:7-8-25", False)]),
+        # 4 m away, within SAME_ENCOUNTER_M: still the same
+        (
+            relabelled(conflict_story(location=HERE), 9, 10, 28, location=(3.0, 16.0)),
+            [("cam:c:7-8-25", False)],
+        ),
+        # 10 m away: another encounter, an alert of its own
+        (
+            relabelled(conflict_story(location=HERE), 9, 10, 28, location=(3.0, 22.0)),
+            [("cam:c:7-8-25", False), ("cam:c:9-10-28", False)],
+        ),
+        # another kind at the same place: another encounter
+        (
+            relabelled(conflict_story(location=HERE), 9, 10, 28, location=HERE, kind="vehicle-vehicle"),
+            [("cam:c:7-8-25", False), ("cam:c:9-10-28", False)],
+        ),
+        # no place known: nothing to tell them apart by, an alert each
+        (relabelled(conflict_story(), 9, 10, 28), [("cam:c:7-8-25", False), ("cam:c:9-10-28", False)]),
+    ],
+    ids=["same-place", "near", "far", "other-kind", "no-place"],
+)
+def test_one_encounter_split_between_tracks_raises_one_alert(
+    story: list[FrameResult], alerts: list[tuple[str, bool]]
+) -> None:
+    raised = run(PatternEngine([ConflictPattern(name="c")], LATENESS_S), story)
+    assert [(a.alert_id, a.escalated) for a in raised] == alerts
+
+
+def test_an_encounter_split_between_tracks_escalates_its_first_alert() -> None:
+    """Potential under tracks 7-8, serious only once renumbered 9-10: the first alert escalates."""
+    story = relabelled(
+        conflict_story(location=HERE, severity=ConflictSeverity.POTENTIAL),
+        9,
+        10,
+        27,
+        location=HERE,
+        severity=ConflictSeverity.SERIOUS,
+    )
+    pattern = ConflictPattern(name="c", severity=ConflictSeverity.POTENTIAL)
+    raised = run(PatternEngine([pattern], LATENESS_S), story)
+    assert [(a.alert_id, str(a.risk_level), a.escalated) for a in raised] == [
+        ("cam:c:7-8-25", "medium", False),
+        ("cam:c:7-8-25", "high", True),
+    ]

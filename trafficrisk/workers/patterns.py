@@ -11,6 +11,7 @@ A pattern's alerts are spaced by its cooldown, in event time.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -226,22 +227,54 @@ class ConflictPattern(PatternBase):
                     "risk_type": risk_type,
                     "reason": f"{event.severity} {risk_type}: {describe(event)}"[:400],
                     "source": str(VerdictSource.RULES),
+                    "where": list(event.location) if event.location else None,
                 }
             )
         return found
 
     def step(self, state: State, t: float, fact: list[Detail]) -> list[Detail]:
         alerted = {
-            cid: seen for cid, seen in state.get("alerted", {}).items() if t - seen[1] <= CONFLICT_MEMORY_S
+            cid: seen for cid, seen in state.get("alerted", {}).items() if t - seen["t"] <= CONFLICT_MEMORY_S
         }
         matched = []
         for detail in fact:
-            known = alerted.get(detail["conflict_id"])
-            if known is None or detail["severity"] > known[0]:
-                matched.append({**detail, "escalated": known is not None})
-            alerted[detail["conflict_id"]] = [max(detail["severity"], known[0] if known else 0), t]
+            known = alerted.get(detail["conflict_id"]) or _same_encounter(alerted, detail, t)
+            alert_of = known["alert_of"] if known else detail["conflict_id"]
+            if known is None or detail["severity"] > known["severity"]:
+                matched.append({**detail, "conflict_id": alert_of, "escalated": known is not None})
+            alerted[detail["conflict_id"]] = {
+                "severity": max(detail["severity"], known["severity"] if known else 0),
+                "t": t,
+                "where": detail["where"],
+                "kind": detail["risk_type"],
+                "alert_of": alert_of,
+            }
+            if known is not None:  # the encounter's first event, when this one is another of it
+                known["severity"] = alerted[detail["conflict_id"]]["severity"]
         state["alerted"] = alerted
         return matched
+
+
+# A new conflict event this close in time and space to one already alerted on, of the
+# same kind, is taken for the same encounter (a track lost and found again makes a new
+# pair of track ids): it escalates that alert rather than raising another.
+SAME_ENCOUNTER_S = 3.0
+SAME_ENCOUNTER_M = 5.0
+
+
+def _same_encounter(alerted: dict[str, Any], detail: Detail, t: float) -> dict[str, Any] | None:
+    where = detail["where"]
+    if where is None:
+        return None
+    for seen in alerted.values():
+        if (
+            seen["kind"] == detail["risk_type"]
+            and seen["where"] is not None
+            and t - seen["t"] <= SAME_ENCOUNTER_S
+            and math.dist(where, seen["where"]) <= SAME_ENCOUNTER_M
+        ):
+            return seen
+    return None
 
 
 def _group_of(result: FrameResult, event: ConflictEvent) -> str:
@@ -300,7 +333,7 @@ def load_patterns(path: Path | None, alert_level: RiskLevel = RiskLevel.HIGH) ->
 def _alert(frame: dict[str, Any], pattern: PatternBase, detail: Detail) -> Alert:
     """The alert of a match; one of a conflict event is named after the event, not the frame."""
     camera_id, seq, t = frame["camera_id"], frame["seq"], frame["t"]
-    fields = {k: v for k, v in detail.items() if k != "severity"}
+    fields = {k: v for k, v in detail.items() if k not in ("severity", "where")}
     event = fields.get("conflict_id", "")
     name = event.split(":", 1)[1].replace(":", "-") if event else str(seq)
     return Alert(

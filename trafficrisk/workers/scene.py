@@ -124,11 +124,7 @@ def advance_scene(
     annotated = tuple(_annotated(d, users.get(i)) for i, d in enumerate(found))
     pairs, observations = _measure(users, recent, plane)
     conflicts, conflict_state = advance_conflicts(state.get("conflicts"), observations, frame, limits)
-    tracks = TrackerState(
-        tracked.state.seq,
-        tracked.state.next_id,
-        tuple(moved.get(t.track_id, t) for t in tracked.state.tracks),
-    )
+    tracks = TrackerState(tracked.state.seq, tracked.state.next_id, tuple(everyone))
     new_state = {"tracks": tracks.to_json(), "conflicts": conflict_state}
     crossed = tuple(crossings(annotated, tracked.previous, geometry.zones))
     return SceneFrame(annotated, tuple(pairs), tuple(conflicts), crossed, kind), new_state, samples

@@ -35,7 +35,7 @@ LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 LATE_RESULTS_KEY = PREFIX + "late_results"
 EVIDENCE_KEY = PREFIX + "evidence"
 EVIDENCE_KINDS = ("frame", "crop", "clip")
-ALERTS_PAGE = 200
+PAGE = 200  # records read at a time from a time index (alerts, conflicts)
 # The clip is VP8 WebM (workers/evidence.py): Chromium and Firefox play it.
 EVIDENCE_MIMETYPES = {"frame": "image/jpeg", "crop": "image/jpeg", "clip": "video/webm"}
 WEBHOOKS_KEY = PREFIX + "webhooks"
@@ -45,7 +45,6 @@ CONFLICTS_KEY = PREFIX + "conflicts"
 # restart of the fleet; its fitted scale is kept a month, refined as it goes.
 SCENE_TTL_S = 60
 SCALE_TTL_S = 30 * 86400
-CONFLICTS_PAGE = 200
 # A camera's pattern state (cooldowns, frames waiting for earlier ones) outlives a pause.
 PATTERNS_TTL_S = 3600
 # A worker opening an alert (evidence, events, webhooks) holds it this long; if it stops
@@ -53,6 +52,7 @@ PATTERNS_TTL_S = 3600
 OPENING_LEASE_S = 60
 
 Outcome = TypeVar("Outcome")
+Kept = TypeVar("Kept")
 
 # For each camera: forget stale frames in flight; if there is room, take the next
 # sequence number and mark that frame in flight, else count a backpressure drop.
@@ -461,21 +461,37 @@ class Store:
         limit: int = 100,
     ) -> list[ConflictEvent]:
         """Newest start first, filtered by camera, start time and minimum severity."""
-        low = since if since is not None else "-inf"
-        chosen: list[ConflictEvent] = []
-        for start in range(0, self.conflicts_length, CONFLICTS_PAGE):
-            ids = self.client.zrevrangebyscore(CONFLICTS_KEY, "+inf", low, start=start, num=CONFLICTS_PAGE)
+
+        def load(ids: list[bytes]) -> list[ConflictEvent]:
             pipe = self.client.pipeline(transaction=False)
             for raw_id in ids:
                 pipe.hget(conflict_key(raw_id.decode()), "event")
-            events = [ConflictEvent.from_wire(raw) for raw in pipe.execute() if raw is not None]
-            chosen += [
-                e
-                for e in events
-                if (camera_id is None or e.camera_id == camera_id)
-                and (severity is None or e.severity.rank >= severity.rank)
-            ]
-            if len(chosen) >= limit or len(ids) < CONFLICTS_PAGE:
+            return [ConflictEvent.from_wire(raw) for raw in pipe.execute() if raw is not None]
+
+        def wanted(event: ConflictEvent) -> bool:
+            return (camera_id is None or event.camera_id == camera_id) and (
+                severity is None or event.severity.rank >= severity.rank
+            )
+
+        return self._newest(CONFLICTS_KEY, self.conflicts_length, since, load, wanted, limit)
+
+    def _newest(
+        self,
+        index: str,
+        length: int,
+        since: float | None,
+        load: Callable[[list[bytes]], list[Kept]],
+        wanted: Callable[[Kept], bool],
+        limit: int,
+    ) -> list[Kept]:
+        """The newest `limit` records of a time index that pass `wanted`, read a page at a
+        time: the dashboard asks for the newest few of thousands."""
+        low = since if since is not None else "-inf"
+        chosen: list[Kept] = []
+        for start in range(0, length, PAGE):
+            ids = self.client.zrevrangebyscore(index, "+inf", low, start=start, num=PAGE)
+            chosen += [record for record in load(ids) if wanted(record)]
+            if len(chosen) >= limit or len(ids) < PAGE:
                 break
         return chosen[:limit]
 
@@ -715,22 +731,17 @@ class Store:
         limit: int = 100,
     ) -> list[Alert]:
         """Newest first, filtered by camera, minimum level, creation time and state."""
-        low = since if since is not None else "-inf"
-        chosen: list[Alert] = []
-        # A page at a time, newest first, until enough pass: the dashboard asks for the
-        # newest 50 of up to ALERTS_LENGTH.
-        for start in range(0, self.alerts_length, ALERTS_PAGE):
-            ids = self.client.zrevrangebyscore(ALERTS_KEY, "+inf", low, start=start, num=ALERTS_PAGE)
-            chosen += [
-                a
-                for a in self._load_alerts(ids)
-                if (camera_id is None or a.camera_id == camera_id)
-                and (level is None or a.risk_level.rank >= level.rank)
-                and (state is None or a.state is state)
-            ]
-            if len(chosen) >= limit or len(ids) < ALERTS_PAGE:
-                break
-        return self._with_evidence(chosen[:limit])
+
+        def wanted(alert: Alert) -> bool:
+            return (
+                (camera_id is None or alert.camera_id == camera_id)
+                and (level is None or alert.risk_level.rank >= level.rank)
+                and (state is None or alert.state is state)
+            )
+
+        return self._with_evidence(
+            self._newest(ALERTS_KEY, self.alerts_length, since, self._load_alerts, wanted, limit)
+        )
 
     def alert_states(self) -> dict[AlertState, int]:
         """How many alerts are kept in each state."""
