@@ -1,6 +1,6 @@
 """Conflict measures against the scenario truth at several sample rates, side by side.
 
-    .venv/bin/python bench/conflicts.py [--fps 2 5 10] [--clips var/scenarios]
+    .venv/bin/python bench/conflicts.py [--fps 2 5 10] [--drop 0 0.3 0.5] [--clips var/scenarios]
 
 Runs `trafficrisk evaluate --suite` (the detect stage's own code: the configured
 detector, the camera's scene, the patterns) at each sample rate, calibrated and
@@ -8,6 +8,8 @@ uncalibrated, and prints one row each: conflict recall, false conflicts and aler
 safe clip-minute, the share of serious conflicts with exactly one alert, the median TTC
 and PET errors, and the detect stage's time per frame (detector and the rest: tracks,
 scale, measures, conflicts, groups). This is what the default `sample_fps` (5) rests on.
+Then, at 5 fps, the same with a share of the frames left out at random, as backpressure
+leaves a camera's frames when the detect queue cannot keep up.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--fps", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--drop", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--clips", type=Path, default=ROOT / "var" / "scenarios")
     args = parser.parse_args()
     settings = get_settings()
@@ -54,10 +57,11 @@ def main() -> None:
     clips = evaluation.scenario_clips(args.clips)
     print(f"{len(clips)} scenario clips, detector {detector.name}")
     print(
-        f"{'fps':>4} {'scale':<12} {'recall':>6} {'false/min':>9} {'alerts/min':>10} {'1 alert':>7} "
-        f"{'TTC err':>7} {'PET err':>7} {'detect ms':>9} {'rest ms':>7} {'wall s':>6}"
+        f"{'fps':>4} {'drop':>4} {'scale':<12} {'recall':>6} {'false/min':>9} {'alerts/min':>10} "
+        f"{'1 alert':>7} {'TTC err':>7} {'PET err':>7} {'detect ms':>9} {'rest ms':>7} {'wall s':>6}"
     )
-    for fps in args.fps:
+    runs = [(fps, 0.0) for fps in args.fps] + [(5.0, drop) for drop in args.drop]
+    for fps, drop in runs:
         for calibrated in (True, False):
             analyzer = TimedAnalyzer(detector, LlmGate())
             started = time.perf_counter()
@@ -68,6 +72,7 @@ def main() -> None:
                 calibrated=calibrated,
                 limits=thresholds_from(settings),
                 patterns=default_patterns(),
+                drop=drop,
                 report=lambda _: None,
             )
             s = evaluation.summarize(scores)
@@ -76,7 +81,7 @@ def main() -> None:
             frames = max(analyzer.frames, 1)
             detect_ms, rest_ms = 1000 * analyzer.inference_s / frames, 1000 * analyzer.postprocess_s / frames
             print(
-                f"{fps:>4g} {'calibrated' if calibrated else 'fitted':<12} {s.recall:>6.2f} "
+                f"{fps:>4g} {drop:>4.0%} {'calibrated' if calibrated else 'fitted':<12} {s.recall:>6.2f} "
                 f"{s.false_conflicts_per_minute:>9.2f} {s.alerts_per_safe_minute:>10.2f} "
                 f"{s.one_alert_per_serious:>7.2f} {ttc:>7} {pet:>7} {detect_ms:>9.1f} "
                 f"{rest_ms:>7.1f} {time.perf_counter() - started:>6.1f}",

@@ -9,6 +9,7 @@ time are checked against values worked out by hand in the comments.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -347,6 +348,42 @@ def test_observed_post_encroachment_time(
     assert found.pet_s == pytest.approx(found.entered_at - found.left_at)
     # where: the middle of the corner the car's rear left and the person's front reached
     assert found.where == pytest.approx(where, abs=0.01)
+
+
+STANDING_TIMES = np.arange(0.0, 4.0001, 0.2)
+CAR_TRAIL_TO_2_2 = trail(CAR_TIMES[:12], 10 * CAR_TIMES[:12] - 20, np.zeros(1), (1, 0), (4.5, 1.8))
+
+
+@pytest.mark.parametrize(
+    ("first", "pet"),
+    [
+        # the car drove on: at the person's entry (3.25) it is 10 m clear
+        (CAR_TRAIL, 1.0),
+        # last seen at 2.4 s (gone from view), its rear 1.5 m clear of the person's column
+        (trail(CAR_TIMES[:13], 10 * CAR_TIMES[:13] - 20, np.zeros(1), (1, 0), (4.5, 1.8)), 1.0),
+        # last seen at 2.2 s, its rear still at the column's edge (-0.25), then out of view:
+        # driving on at 10 m/s it left (1.08 s: its last sample, touching, to the person's
+        # entry); not known to move, it stands there still, and nothing was left
+        (replace(CAR_TRAIL_TO_2_2, onward=(10.0, 0.0)), 1.1),
+        (CAR_TRAIL_TO_2_2, None),
+        # standing with its front at x = -0.1 or -0.45 (a box jittering by 0.35 m): its front
+        # reached into the person's column in every other frame, but it never left; at the
+        # person's entry it is at most 0.2 m away
+        (
+            trail(STANDING_TIMES, np.where(np.arange(21) % 2, -2.35, -2.7), np.zeros(1), (1, 0), (4.5, 1.8)),
+            None,
+        ),
+        # stopped across the column at 1 s and hidden from 2 s on (behind a bus, say): where it
+        # was last seen is where the person steps, so it has not left
+        (
+            trail(CAR_TIMES[:11], np.minimum(10 * CAR_TIMES[:11] - 10, 0.0), np.zeros(1), (1, 0), (4.5, 1.8)),
+            None,
+        ),
+    ],
+)
+def test_the_first_road_user_must_have_left(first: Trail, pet: float | None) -> None:
+    found = post_encroachment_time(first, walker(0.0), a_since=math.inf, b_since=2.0)
+    assert (found and round(found.pet_s, 1)) == pet
 
 
 def test_post_encroachment_time_names_which_passed_first() -> None:

@@ -4,7 +4,9 @@ A clip is read at a sample rate the way a file camera is; every sampled frame go
 as a JPEG, through the same analyzer (detector, the camera's scene: tracks, scale,
 measures, conflict events; groups) and the same patterns as in the fleet, with the
 scene kept in memory instead of in Redis. Calibrated, the camera has the truth's
-homography; uncalibrated, it fits its own scale from the pedestrians it sees.
+homography; uncalibrated, it fits its own scale from the pedestrians it sees. A `drop`
+share leaves out that many of the sampled frames at random (seeded by the clip), as
+backpressure does to a camera the detect queue cannot keep up with.
 
 The conflict events are then scored against the truth (`trafficrisk/scenario.py`):
 - recall: a truth conflict is found when an event of the same kind between the same
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -102,6 +105,12 @@ def sampled_frames(clip: Path, fps: float) -> Iterable[tuple[int, float, Any]]:
         capture.release()
 
 
+def _dropped(frames: Iterable[Any], share: float, seed: str) -> Iterable[Any]:
+    """The frames less `share` of them, left out at random: the same ones on every run."""
+    chance = random.Random(f"{seed}:{share}")
+    return (frame for frame in frames if chance.random() >= share)
+
+
 def run_clip(
     clip: Path,
     truth: dict[str, Any],
@@ -111,6 +120,7 @@ def run_clip(
     calibrated: bool,
     limits: Thresholds,
     patterns: list[PatternBase],
+    drop: float = 0.0,
     lateness_s: float = 10.0,
     progress: Callable[[int], None] | None = None,
 ) -> ClipRun:
@@ -127,7 +137,7 @@ def run_clip(
     alerts: list[Alert] = []
     votes: dict[int, Counter[str]] = {}
     count = 0
-    for seq, (index, t, image) in enumerate(sampled_frames(clip, fps), start=1):
+    for seq, (index, t, image) in enumerate(_dropped(sampled_frames(clip, fps), drop, clip.stem), start=1):
         ref = FrameRef(
             camera_id=CAMERA_ID,
             seq=seq,
@@ -315,13 +325,21 @@ def evaluate(
     calibrated: bool,
     limits: Thresholds,
     patterns: list[PatternBase],
+    drop: float = 0.0,
     report: Callable[[str], None] = print,
 ) -> list[ClipScore]:
     scores = []
     for clip, truth_file in clips:
         truth = load_truth(truth_file)
         run = run_clip(
-            clip, truth, analyzer, fps=fps, calibrated=calibrated, limits=limits, patterns=patterns
+            clip,
+            truth,
+            analyzer,
+            fps=fps,
+            calibrated=calibrated,
+            limits=limits,
+            patterns=patterns,
+            drop=drop,
         )
         scores.append(score(run))
         s = scores[-1]

@@ -705,7 +705,8 @@ def _clip(box: tuple[float, float, float, float], shape: tuple[int, ...]) -> lis
 
 def digest(scenario: Scenario, fps: float = FPS, camera: Camera = CAMERA) -> str:
     """Changes whenever the script, the camera or the truth's definitions do."""
-    text = repr((scenario, fps, camera, SPRITES, HEIGHTS, CLASSES, Thresholds(), MOVING_MPS, MERGE_S))
+    definitions = (Thresholds(), MOVING_MPS, MERGE_S, kinematics.LEFT_MARGIN_M)
+    text = repr((scenario, fps, camera, SPRITES, HEIGHTS, CLASSES, definitions))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -32,6 +32,10 @@ TTC_HORIZON_S = 10.0
 _CLOSING_DT_S = 0.05
 # Paths are resampled this finely to time an observed PET between sampled frames.
 PET_STEP_S = 0.04
+# The first road user of a PET has left the shared ground when it is this far from the
+# second as the second arrives: a few tenths of a metre is what box jitter moves a
+# standing road user's footprint on the ground.
+LEFT_MARGIN_M = 0.5
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,16 @@ class Trail:
     headings: np.ndarray  # N x 2, unit
     length: float
     width: float
+    onward: Vector = (0.0, 0.0)  # m/s: how it went on after its last sample (unseen since)
+
+    def last_seen(self, at: float) -> shapely.Polygon:
+        """Its footprint at a time after its last sample: moved on at `onward` from there."""
+        later = at - float(self.times[-1])
+        centre = self.centres[-1] + np.asarray(self.onward) * later
+        h = self.headings[-1]
+        return Footprint(
+            (float(centre[0]), float(centre[1])), (float(h[0]), float(h[1])), self.length, self.width
+        ).polygon()
 
     def resampled(self, since: float, step: float = PET_STEP_S) -> tuple[np.ndarray, np.ndarray]:
         """Sample times from `since` (or the first sample) to the last, and the footprints
@@ -197,7 +211,13 @@ def post_encroachment_time(a: Trail, b: Trail, a_since: float, b_since: float) -
     None otherwise.
 
     PET is the shortest time between one footprint being somewhere and the other
-    being there too: the second's entry time less the first's exit time.
+    being there too: the second's entry time less the first's exit time. The first must
+    have left: when the second enters, the first is at least `LEFT_MARGIN_M` clear of it,
+    where it was then or, not seen since, where its last motion took it (a car that drove
+    out of view went on; one that stood, hidden behind the second, has not left).
+    Nearer, the two are side by side, not one after the other (the time to collision and
+    the gap speak for that), and a standing road user's jittering box leaves nothing
+    behind for a passer-by to "enter".
     """
     found = None
     for first, earlier, later, since in ((0, a, b, b_since), (1, b, a, a_since)):
@@ -207,7 +227,8 @@ def post_encroachment_time(a: Trail, b: Trail, a_since: float, b_since: float) -
             continue
         touching = shapely.intersects(new_polygons[:, None], old_polygons[None, :])
         lag = new_times[:, None] - old_times[None, :]
-        candidates = np.where(touching & (lag >= 0), lag, np.inf)
+        left = _has_left(earlier, old_times, old_polygons, new_times, new_polygons)
+        candidates = np.where(touching & (lag >= 0) & left[:, None], lag, np.inf)
         if not np.isfinite(candidates.min()):
             continue
         i, j = np.unravel_index(np.argmin(candidates), candidates.shape)
@@ -221,6 +242,26 @@ def post_encroachment_time(a: Trail, b: Trail, a_since: float, b_since: float) -
                 (float(area.x), float(area.y)),
             )
     return found
+
+
+def _has_left(
+    first: Trail,
+    old_times: np.ndarray,
+    old_polygons: np.ndarray,
+    new_times: np.ndarray,
+    new_polygons: np.ndarray,
+) -> np.ndarray:
+    """Per new sample: whether the first road user is then `LEFT_MARGIN_M` clear of the
+    second, where it was then or where its last motion took it."""
+    then = np.clip(np.searchsorted(old_times, new_times - 1e-9), 0, len(old_times) - 1)
+    where = np.array(
+        [
+            first.last_seen(float(t)) if t > old_times[-1] + 1e-9 else old_polygons[k]
+            for t, k in zip(new_times, then, strict=True)
+        ],
+        dtype=object,
+    )
+    return np.asarray(shapely.distance(new_polygons, where) >= LEFT_MARGIN_M)
 
 
 def heading_angle(a: Vector, b: Vector) -> float:

@@ -2,10 +2,12 @@
 whether it moves at all.
 
 Box corners jitter by a few pixels from frame to frame: differencing two frames makes
-a parked van "move" at a metre a second. The velocity is instead the least-squares
-slope of the ground points of about the last second, and a track is stationary, with
-a velocity of zero, until it has clearly left the place where it stood: above its
-class's moving speed and start distance from that place. It stops again below its
+a parked van "move" at a metre a second. A pedestrian's velocity is instead the
+least-squares slope of its ground points of about the last second, a vehicle's the
+Kalman filter's of the last three (kalman.py: vehicles brake and pull away). A track is
+stationary, with a velocity of zero, until the least-squares fit says it has clearly
+left the place where it stood: above its class's moving speed and start distance from
+that place. It stops again below its
 stationary speed; the gap between the two speeds is the hysteresis that keeps a
 jittering parked vehicle from flickering between the states. A pedestrian's are lower
 (people walk at 1.2-1.4 m/s and step off a kerb within a second; a pedestrian is no
@@ -20,13 +22,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from trafficrisk.workers import kalman
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.kinematics import Vector, unit
 from trafficrisk.workers.road_users import is_pedestrian
 from trafficrisk.workers.tracking import Point, Track
 
 VELOCITY_WINDOW_S = 1.0
-# At a low sample rate a second holds two frames: fit at least this many.
+# A second with too few points to tell a curve (frames dropped by backpressure, a
+# detector miss, a low sample rate) reaches back for them, up to this far: a straight
+# line through three points of a braking car is half a window late.
+MAX_VELOCITY_WINDOW_S = 2.0
 MIN_FIT_POINTS = 3
 MIN_CURVE_POINTS = 5
 CURVE_SIGMAS = 1.5
@@ -61,14 +67,15 @@ class Motion:
     heading: Vector | None  # unit, the last heading it moved in; None if never seen moving
 
 
-def ground_trail(track: Track, plane: GroundPlane) -> tuple[np.ndarray, np.ndarray]:
-    """The trail's times and ground points (metres), points beyond the horizon left out."""
+def ground_trail(track: Track, plane: GroundPlane) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trail's times, ground points (metres) and image points, points beyond the
+    horizon left out."""
     if not track.trail:
-        return np.zeros(0), np.zeros((0, 2))
+        return np.zeros(0), np.zeros((0, 2)), np.zeros((0, 2))
     trail = np.asarray(track.trail, dtype=np.float64)
     points = plane.to_ground_many(trail[:, 1:])
     keep = np.isfinite(points).all(axis=1)
-    return trail[keep, 0], points[keep]
+    return trail[keep, 0], points[keep], trail[keep, 1:]
 
 
 def fit_motion(times: np.ndarray, points: np.ndarray, at: float) -> tuple[Vector, Vector]:
@@ -109,19 +116,24 @@ def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track
     Only a fresh ground point (one from this frame: not cut by the image's edge nor
     hidden behind someone) can change whether it moves; without one it keeps its state.
     """
-    times, points = ground_trail(track, plane)
+    times, points, image = ground_trail(track, plane)
     if len(times) == 0 or at - times[-1] > MAX_STALE_S:
         return Motion((math.nan, math.nan), (0.0, 0.0), 0.0, False, track.heading), track
-    recent = times >= times[-1] - VELOCITY_WINDOW_S
-    if recent.sum() < MIN_FIT_POINTS:
-        recent = np.arange(len(times)) >= len(times) - MIN_FIT_POINTS
-    # Fitted at its newest point; moved on from there in a straight line while it is
-    # hidden (a curve's end runs off).
+    recent = _window(times)
+    # Whether it moves is the least-squares fit's to say, for every class: a road user
+    # standing still has a constant velocity, which the line measures best. How a
+    # vehicle moves is the filter's (see kalman.py). Both at its newest point, moved on
+    # from there in a straight line while it is hidden (a curve's end runs off).
     position, velocity = fit_motion(times[recent], points[recent], float(times[-1]))
+    fitted_speed = math.hypot(*velocity)
+    if not is_pedestrian(track.label):
+        x1, y1, x2, y2 = track.box
+        noise = kalman.ground_noise(plane, image, (x2 - x1, y2 - y1))
+        position, velocity = kalman.filter_motion(times, points, noise)
     position = (position[0] + velocity[0] * (at - times[-1]), position[1] + velocity[1] * (at - times[-1]))
     speed = math.hypot(*velocity)
     fresh = times[-1] >= at - 1e-6
-    moving = _is_moving(track, plane, points, speed) if fresh else track.moving
+    moving = _is_moving(track, plane, points, fitted_speed) if fresh else track.moving
     # Slow, the direction of a fitted velocity is mostly noise: keep the last one.
     heading = (
         unit(velocity) if moving and (speed >= HEADING_SPEED or track.heading is None) else track.heading
@@ -133,6 +145,16 @@ def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track
         position = (float(mean[0]), float(mean[1]))
     motion = Motion(position, velocity if moving else (0.0, 0.0), speed, moving, heading)
     return motion, replace(track, moving=moving, anchor=anchor, heading=heading)
+
+
+def _window(times: np.ndarray) -> np.ndarray:
+    """Which trail points the motion is fitted to: the last second's, or the last
+    `MIN_CURVE_POINTS` within `MAX_VELOCITY_WINDOW_S`, or at least the last `MIN_FIT_POINTS`."""
+    latest = np.arange(len(times))[::-1]  # 0 for the newest point
+    recent = times >= times[-1] - VELOCITY_WINDOW_S
+    if recent.sum() < MIN_CURVE_POINTS:
+        recent |= (latest < MIN_CURVE_POINTS) & (times >= times[-1] - MAX_VELOCITY_WINDOW_S)
+    return recent | (latest < MIN_FIT_POINTS)
 
 
 def _is_moving(track: Track, plane: GroundPlane, points: np.ndarray, speed: float) -> bool:

@@ -328,7 +328,8 @@ def _trail(user: _User, plane: GroundPlane) -> Trail:
     depth = f.length * np.abs(away @ h) + f.width * np.abs(away @ np.array([-h[1], h[0]]))
     centres = points + away * depth[:, None] / 2
     keep = np.isfinite(centres).all(axis=1)
-    return Trail(trail[keep, 0], centres[keep], np.tile(h, (int(keep.sum()), 1)), f.length, f.width)
+    times = trail[keep, 0]
+    return Trail(times, centres[keep], np.tile(h, (len(times), 1)), f.length, f.width, user.motion.velocity)
 
 
 def _observation(
