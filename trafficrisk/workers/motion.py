@@ -7,9 +7,9 @@ least-squares slope of its ground points of about the last second, a vehicle's t
 Kalman filter's of the last three (kalman.py: vehicles brake and pull away). A track is
 stationary, with a velocity of zero, until the least-squares fit says it has clearly
 left the place where it stood: above its class's moving speed and start distance from
-that place. It stops again below its
-stationary speed; the gap between the two speeds is the hysteresis that keeps a
-jittering parked vehicle from flickering between the states. A pedestrian's are lower
+that place. It stops again below its stationary speed; the gap between the two speeds
+is the hysteresis that keeps a jittering parked vehicle from flickering between the
+states. A pedestrian's are lower
 (people walk at 1.2-1.4 m/s and step off a kerb within a second; a pedestrian is no
 danger to anyone standing still or walking, so the state only decides what the
 vehicles' measures take them to be doing).
@@ -121,19 +121,19 @@ def estimate(track: Track, plane: GroundPlane, at: float) -> tuple[Motion, Track
         return Motion((math.nan, math.nan), (0.0, 0.0), 0.0, False, track.heading), track
     recent = _window(times)
     # Whether it moves is the least-squares fit's to say, for every class: a road user
-    # standing still has a constant velocity, which the line measures best. How a
-    # vehicle moves is the filter's (see kalman.py). Both at its newest point, moved on
-    # from there in a straight line while it is hidden (a curve's end runs off).
+    # standing still has a constant velocity, which the line measures best. How a moving
+    # vehicle moves is the filter's (see kalman.py; a parked one needs none, every frame).
+    # Both at its newest point, moved on from there in a straight line while it is hidden
+    # (a curve's end runs off).
     position, velocity = fit_motion(times[recent], points[recent], float(times[-1]))
-    fitted_speed = math.hypot(*velocity)
-    if not is_pedestrian(track.label):
+    fresh = times[-1] >= at - 1e-6
+    moving = _is_moving(track, plane, points, math.hypot(*velocity)) if fresh else track.moving
+    if moving and not is_pedestrian(track.label):
         x1, y1, x2, y2 = track.box
         noise = kalman.ground_noise(plane, image, (x2 - x1, y2 - y1))
         position, velocity = kalman.filter_motion(times, points, noise)
     position = (position[0] + velocity[0] * (at - times[-1]), position[1] + velocity[1] * (at - times[-1]))
     speed = math.hypot(*velocity)
-    fresh = times[-1] >= at - 1e-6
-    moving = _is_moving(track, plane, points, fitted_speed) if fresh else track.moving
     # Slow, the direction of a fitted velocity is mostly noise: keep the last one.
     heading = (
         unit(velocity) if moving and (speed >= HEADING_SPEED or track.heading is None) else track.heading
