@@ -26,7 +26,6 @@ from trafficrisk.settings import get_settings
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer
 from trafficrisk.workers.detection import load_detector
 from trafficrisk.workers.patterns import default_patterns
-from trafficrisk.workers.rules import LlmGate
 from trafficrisk.workers.scene import SceneStep
 
 
@@ -36,8 +35,8 @@ class TimedAnalyzer(FrameAnalyzer):
     inference_s = postprocess_s = 0.0
     frames = 0
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool, scene: SceneStep) -> FrameAnalysis:
-        analysis = super().analyze(jpeg, want_crops=want_crops, scene=scene)
+    def analyze(self, jpeg: bytes, *, scene: SceneStep) -> FrameAnalysis:
+        analysis = super().analyze(jpeg, scene=scene)
         self.inference_s += analysis.timings["inference_s"]
         self.postprocess_s += analysis.timings["postprocess_s"]
         self.frames += 1
@@ -63,7 +62,7 @@ def main() -> None:
     runs = [(fps, 0.0) for fps in args.fps] + [(5.0, drop) for drop in args.drop]
     for fps, drop in runs:
         for calibrated in (True, False):
-            analyzer = TimedAnalyzer(detector, LlmGate())
+            analyzer = TimedAnalyzer(detector)
             started = time.perf_counter()
             scores = evaluation.evaluate(
                 clips,

@@ -38,7 +38,6 @@ from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg  # noqa: E40
 from trafficrisk.workers.batching import BatchedDetector  # noqa: E402
 from trafficrisk.workers.conflicts import Thresholds  # noqa: E402
 from trafficrisk.workers.detection import Detector, YoloDetector, fp16_args, warm_up  # noqa: E402
-from trafficrisk.workers.rules import LlmGate  # noqa: E402
 from trafficrisk.workers.scene import Geometry, SceneKeeper  # noqa: E402
 
 VIDEO = ROOT / "data" / "vtest.avi"
@@ -89,7 +88,7 @@ def stage_threads(analyzer: FrameAnalyzer, jpegs: list[bytes], threads: int) -> 
             while (jpeg := work.get()) is not None:
                 # Each frame its own scene: the bench measures detection, not tracking.
                 scene = SceneKeeper("bench", Geometry(768, 576), Thresholds()).step(1, 0.0)
-                analyzer.analyze(jpeg, want_crops=False, scene=scene)
+                analyzer.analyze(jpeg, scene=scene)
 
         pool = [threading.Thread(target=task) for _ in range(threads)]
         for thread in pool:
@@ -126,11 +125,10 @@ def main() -> None:
           f"{' ' + gpu_name() if detector.device != 'cpu' else ''}; {detector.name}; "
           f"{args.frames} frames of vtest.avi (768x576); best of {args.rounds} rounds")
     print(f"{'batch':>5} {'threads':>7} {'plain fps':>10} {'stage fps':>10} {'ratio':>6} {'mean batch':>10}")
-    gate = LlmGate()
     for batch, factor in [(b, f) for b in args.batch for f in args.threads_per_batch]:
         inner: Detector = detector
         batched = BatchedDetector(detector, batch, args.wait_ms / 1000) if batch > 1 else None
-        analyzer = FrameAnalyzer(batched or inner, gate)
+        analyzer = FrameAnalyzer(batched or inner)
         plain = plain_loop(args.weights, detector, images)
         stage = stage_threads(analyzer, jpegs, batch * factor)
         plain_rounds: list[float] = []

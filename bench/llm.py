@@ -46,7 +46,14 @@ import requests
 from celery import Celery
 from harness import CLI, ROOT, bench_env, cpu_seconds, free_port, process, redis_server, rss_mib
 
-from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.messages import (
+    AssessRequest,
+    Box,
+    ConflictChange,
+    ConflictEvent,
+    ConflictSeverity,
+    EncounterFrame,
+)
 from trafficrisk.queues import LLM_HIGH_QUEUE, LLM_LOW_QUEUE
 from trafficrisk.workers.store import Store, llm_turnarounds_key, llm_waits_key
 
@@ -113,17 +120,18 @@ SCENARIOS = {
     "batched-full": Scenario("batched-full", keys=4, rpm=120, latency_min=2, latency_max=4, batch=4),
 }
 
-RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
-                source=VerdictSource.RULES)
-GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=200, y2=160),
-              prescore=0.7, rules_verdict=RULES)
-
-
-def request(crop_key: str, seq: int, high: bool) -> dict[str, Any]:
-    frame = FrameRef(camera_id="bench", seq=seq, captured_at=time.time(), frame_key="k",
-                     width=768, height=576)
-    return AssessRequest(frame=frame, group=GROUP, crop_key=crop_key, high_priority=high,
-                         queued_at=time.time()).to_wire()
+def request(frame_key: str, seq: int, high: bool) -> dict[str, Any]:
+    """A conflict to verify (serious on llm.high, potential on llm.low), shown in one frame."""
+    at = time.time()
+    conflict = ConflictEvent(
+        conflict_id=f"bench:1-2:{seq}", camera_id="bench", first_track=1, second_track=2, first_label="car",
+        second_label="person", kind="vehicle-pedestrian", conflict_type="crossing",
+        severity=ConflictSeverity.SERIOUS if high else ConflictSeverity.POTENTIAL,
+        change=ConflictChange.OPENED, start_at=at, end_at=at, start_frame="bench:1", last_frame="bench:1",
+        updated_seq=seq, min_ttc_s=1.0 if high else 2.5)
+    frame = EncounterFrame(frame_id="bench:1", frame_key=frame_key, moment="now", offset_s=0.0)
+    return AssessRequest(conflict=conflict, frames=(frame,), box=Box(x1=0, y1=0, x2=200, y2=160), width=768,
+                         height=576, high_priority=high, queued_at=at).to_wire()
 
 
 def send(producer: Celery, requests: list[dict[str, Any]], high: bool) -> None:
@@ -165,7 +173,7 @@ def measure(scenario: Scenario, seconds: float, warmup: float, workdir: Path) ->
     keys = [f"sk-bench-{i:04d}-{os.urandom(4).hex()}" for i in range(scenario.keys)]
     with redis_server(workdir) as redis_url:
         client = redis.Redis.from_url(redis_url)
-        crop_key = Store(client).put_crop("bench:1", "g0", (ROOT / "data" / "dog.jpg").read_bytes())
+        crop_key = Store(client).put_frame("bench", 1, (ROOT / "data" / "dog.jpg").read_bytes())
         client.persist(crop_key)
         port = free_port()
         sim_args = [*CLI, "llm-sim", "--port", str(port), "--latency-min", str(scenario.latency_min),

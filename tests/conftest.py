@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +293,57 @@ def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# Webhook receivers: loopback HTTP servers that record what they are sent.
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server answering each POST with the next of `answers` (the last repeats):
+    a status, `(status, retry_after)`, or "hang" (no answer for `hang_s`)."""
+
+    answers: list[int | tuple[int, str] | str]
+    hang_s: float = 4.0  # how long a "hang" holds the request
+    received: list[Received] = field(default_factory=list)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    receiver.received.append(Received(dict(self.headers.items()), body, time.time()))
+                    answer = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
+                if answer == "hang":
+                    receiver.released.wait(receiver.hang_s)
+                    return  # the worker gave up long ago: close without an answer
+                status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+                assert isinstance(status, int)
+                self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/alerts?token=not-for-logs"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)

@@ -18,19 +18,18 @@ import numpy as np
 import pytest
 from scripted import (
     CAMERA,
-    LASTING,
     START,
     STORY_ALERTS,
     STORY_PATTERNS,
+    conflict_event,
     jittered,
     moved,
     patterns_yaml,
-    scripted_result,
     scripted_story,
 )
 
 from conftest import SAMPLE_VIDEO, start_worker, stop_all, wait_for, worker_env
-from trafficrisk.messages import Alert, Assessment, FrameRef, FrameResult, RiskLevel, Verdict
+from trafficrisk.messages import Alert, Assessment, FrameRef, FrameResult, RiskLevel, Verdict, Verification
 from trafficrisk.queues import AGGREGATE_QUEUE, DETECT_QUEUE
 from trafficrisk.workers.aggregation import record_result
 from trafficrisk.workers.patterns import PatternEngine
@@ -161,7 +160,7 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
     store = Store(client, lateness_s=LATENESS_S)
     store.put_frames([(CAMERA, r.seq, sample_jpeg()) for r in story])
     for result in jittered(story, delay=6, duplicates=10, seed=5):
-        producer.send_task("trafficrisk.aggregate", args=[[], result.to_wire()], queue=AGGREGATE_QUEUE)
+        producer.send_task("trafficrisk.aggregate", args=[result.to_wire()], queue=AGGREGATE_QUEUE)
     logs = workers
     wait_for(lambda: len(store.history(CAMERA, 100)) == 45, 60, "all 45 results", logs)
     alerts = wait_for(lambda: len(a := store.alerts()) == 5 and a, 30, "five alerts", logs)
@@ -203,19 +202,34 @@ def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
 
 
 @pytest.mark.slow
-def test_aggregate_takes_a_frames_assessments_as_one_list_or_one_each(client: Any, producer: Any,
-                                                                      workers: Callable[[], str]) -> None:
-    draft = scripted_result(1, LASTING, LASTING, LASTING, camera_id="nested")
-    verdicts = [Verdict(risk_level=level, risk_type="t", confidence=0.9, reason=f"llm: {level}")
-                for level in (RiskLevel.LOW, RiskLevel.HIGH, RiskLevel.NONE)]
-    assessments = [Assessment(group_id=f"g{n}", verdict=v).to_wire() for n, v in enumerate(verdicts)]
-    # g0 and g1 came back together (assess_many), g2 alone (assess)
-    producer.send_task("trafficrisk.aggregate", args=[[assessments[:2], assessments[2]], draft.to_wire()],
+def test_record_verdicts_takes_assessments_as_one_list_or_one_each(client: Any, producer: Any,
+                                                                   workers: Callable[[], str]) -> None:
+    store, now = Store(client), time.time()
+    events = []
+    for n in range(3):
+        event = conflict_event(27, start=now, camera_id="nested")
+        assert event is not None
+        events.append(event.model_copy(update={"conflict_id": f"nested:7-8:{n}"}))
+    store.save_conflicts(events, now)
+    verifications = [Verification.CONFIRMED, Verification.REJECTED, Verification.UNCERTAIN]
+    assessments = [
+        Assessment(conflict_id=e.conflict_id, camera_id="nested", severity=e.severity,
+                   verdict=Verdict(risk_level=RiskLevel.HIGH, risk_type="t", confidence=0.9,
+                                   reason=f"llm: {v}", verification=v)).to_wire()
+        for e, v in zip(events, verifications, strict=True)
+    ]
+    # the first two came back together (assess_many), the third alone (assess)
+    producer.send_task("trafficrisk.record_verdicts", args=[[assessments[:2], assessments[2]]],
                        queue=AGGREGATE_QUEUE)
-    store = Store(client)
-    result = wait_for(lambda: store.latest("nested"), 30, "the frame's result", workers)
-    assert [g.verdict.reason for g in result.groups] == ["llm: low", "llm: high", "llm: none"]
-    assert result.risk_level is RiskLevel.HIGH
+
+    def verdicts() -> list[Verdict] | None:
+        stored = [store.get_conflict(e.conflict_id) for e in events]
+        found = [c.verdict for c in stored if c is not None and c.verdict is not None]
+        return found if len(found) == len(events) else None
+
+    found = wait_for(verdicts, 30, "the three verdicts", workers)
+    assert [v.verification for v in found] == verifications
+    assert [v.reason for v in found] == [f"llm: {v}" for v in verifications]
 
 
 @pytest.mark.parametrize(

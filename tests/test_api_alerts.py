@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from scripted import CAMERA, STORY_PATTERNS, scripted_story
 
 from trafficrisk.events import SOCKETIO_CHANNEL
-from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel
+from trafficrisk.messages import Alert, AlertState, Camera, RiskLevel, Verdict, VerdictSource, Verification
 from trafficrisk.settings import Settings
 from trafficrisk.web.app import create_app
 from trafficrisk.workers.aggregation import record_result
@@ -52,6 +52,9 @@ def alert(n: int, camera_id: str, level: RiskLevel) -> Alert:
         ("?state=resolved", 200, []),
         ("?level=extreme", 400, "level: must be one of none, low, medium, high"),
         ("?state=closed", 400, "state: must be one of open, acknowledged, resolved"),
+        ("?verification=confirmed", 200, []),  # neither is a conflict's alert: nothing verified
+        ("?verification=maybe", 400,
+         "verification: must be one of unverified, confirmed, rejected, uncertain"),
         ("?since=yesterday", 400, "since: must be a number, got 'yesterday'"),
         ("?limit=0", 400, "limit: must be between 1 and 1000"),
         ("?limit=ten", 400, "limit: must be an integer, got 'ten'"),
@@ -68,6 +71,60 @@ def test_alerts_query(web: tuple[Flask, FlaskClient, Store], query: str, status:
         assert [a["alert_id"] for a in response.json or []] == ids
     else:
         assert (response.json or {})["error"] == ids
+
+
+def conflict_alert(n: int, verification: Verification) -> Alert:
+    """A conflict's alert as the fleet keeps it once verified: a failed verification
+    (the fallback) stays unverified, with the reason why."""
+    failed = verification is Verification.UNVERIFIED
+    verdict = Verdict(risk_level=RiskLevel.HIGH, risk_type="crossing", confidence=0.8,
+                      reason="LLM unavailable (timeout); rules" if failed else f"the model: {verification}",
+                      source=VerdictSource.FALLBACK if failed else VerdictSource.LLM,
+                      verification=None if failed else verification)
+    return Alert(alert_id=f"c:conflict:{n}", camera_id="c", frame_id=f"c:{n}", created_at=200.0 + n,
+                 risk_level=RiskLevel.HIGH, risk_type="crossing", reason="r", source="rules",
+                 pattern="conflict", conflict_id=f"c:1-2:{n}", conflicts=(f"c:1-2:{n}",),
+                 verification=verification, verdict=verdict,
+                 state=AlertState.RESOLVED if verification is Verification.REJECTED else AlertState.OPEN)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "ids"),
+    [
+        ("", 200, ["c:conflict:4", "c:conflict:3", "c:conflict:2", "c:conflict:1", "a:risky-group:1"]),
+        ("?verification=", 200, ["c:conflict:4", "c:conflict:3", "c:conflict:2", "c:conflict:1",
+                                 "a:risky-group:1"]),
+        ("?verification=unverified", 200, ["c:conflict:1"]),
+        ("?verification=confirmed", 200, ["c:conflict:2"]),
+        ("?verification=rejected", 200, ["c:conflict:3"]),
+        ("?verification=uncertain", 200, ["c:conflict:4"]),
+        ("?verification=rejected&state=resolved", 200, ["c:conflict:3"]),
+        ("?verification=rejected&state=open", 200, []),
+        ("?verification=confirmed&camera=a", 200, []),
+        ("?verification=confirmed&level=high", 200, ["c:conflict:2"]),
+        ("?verification=true", 400,
+         "verification: must be one of unverified, confirmed, rejected, uncertain"),
+        ("?verification=Confirmed", 400,
+         "verification: must be one of unverified, confirmed, rejected, uncertain"),
+    ],
+)
+def test_alerts_by_verification(web: tuple[Flask, FlaskClient, Store], query: str, status: int,
+                                ids: Any) -> None:
+    _, client, store = web
+    store.add_alert(alert(1, "a", RiskLevel.MEDIUM), now=300)  # not a conflict's: nothing to verify
+    for n, verification in enumerate(Verification, start=1):
+        store.add_alert(conflict_alert(n, verification), now=300)
+    response = client.get("/api/alerts" + query, headers=AUTH)
+    assert response.status_code == status
+    if status != 200:
+        assert (response.json or {})["error"] == ids
+        return
+    listed = response.json or []
+    assert [a["alert_id"] for a in listed] == ids
+    expected = {f"c:conflict:{n}": verification for n, verification in enumerate(Verification, start=1)}
+    for shown in listed:
+        assert shown["verification"] == expected.get(shown["alert_id"])
+        assert (shown["verdict"] is None) == (shown["alert_id"] not in expected)
 
 
 @pytest.mark.parametrize(

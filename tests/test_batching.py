@@ -1,5 +1,5 @@
 """The micro-batchers: one for the detect worker's model, one for the assess worker's LLM calls;
-and a frame's groups sent to the assess worker together."""
+and conflicts queued together sent to the assess worker in tasks that share an LLM request."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -17,11 +17,12 @@ from trafficrisk.messages import (
     Assessment,
     AssessRequest,
     Box,
-    FrameRef,
-    Group,
-    RiskLevel,
-    Verdict,
+    ConflictChange,
+    ConflictEvent,
+    ConflictSeverity,
+    EncounterFrame,
     VerdictSource,
+    Verification,
 )
 from trafficrisk.queues import LLM_LOW_QUEUE
 from trafficrisk.workers.batching import LeaderBatcher, MicroBatcher
@@ -131,52 +132,66 @@ def test_a_closed_batcher_refuses_work() -> None:
         batcher.run(1)
 
 
-def assess_request(n: int, high: bool, crop_key: str = "missing") -> AssessRequest:
-    rules = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules",
-                    source=VerdictSource.RULES)
-    group = Group(group_id=f"g{n}", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=9, y2=9),
-                  prescore=0.7 if high else 0.45, rules_verdict=rules)
-    frame = FrameRef(camera_id="c", seq=1, captured_at=time.time(), frame_key="k", width=64, height=48)
-    return AssessRequest(frame=frame, group=group, crop_key=crop_key, high_priority=high,
-                         queued_at=time.time())
+Kind = Literal["vehicle-pedestrian", "vehicle-vehicle"]
+
+
+def assess_request(n: int, high: bool, frame_key: str = "missing",
+                   kind: Kind = "vehicle-pedestrian") -> AssessRequest:
+    """Conflict `c:<n>` (serious when `high`) to verify from one frame, its JPEG under `frame_key`."""
+    event = ConflictEvent(
+        conflict_id=f"c:{n}", camera_id="c", first_track=2 * n, second_track=2 * n + 1, first_label="car",
+        second_label="car" if kind == "vehicle-vehicle" else "person", kind=kind,
+        conflict_type="crossing", severity=ConflictSeverity.SERIOUS if high else ConflictSeverity.POTENTIAL,
+        change=ConflictChange.OPENED, start_at=time.time() - 1, end_at=time.time(), start_frame="c:1",
+        last_frame="c:5", updated_seq=5, min_ttc_s=1.0 if high else 2.5, min_ttc_frame="c:5", to_verify=True,
+    )
+    frame = EncounterFrame(frame_id="c:5", frame_key=frame_key, moment="now", offset_s=1.0)
+    return AssessRequest(conflict=event, frames=(frame,), box=Box(x1=50, y1=50, x2=300, y2=300), width=768,
+                         height=576, high_priority=high, queued_at=time.time())
 
 
 @pytest.mark.parametrize(
     ("priorities", "max_batch", "batches"),
     [
         ([], 4, []),
-        ([False, False, False], 4, [["g0", "g1", "g2"]]),
-        ([False, True, False, True], 4, [["g1", "g3"], ["g0", "g2"]]),  # high first, never mixed
-        ([False] * 5, 2, [["g0", "g1"], ["g2", "g3"], ["g4"]]),
-        ([True, False], 1, [["g0"], ["g1"]]),  # batching off: a task a group, as before
+        ([False, False, False], 4, [["c:0", "c:1", "c:2"]]),
+        ([False, True, False, True], 4, [["c:1", "c:3"], ["c:0", "c:2"]]),  # high first, never mixed
+        ([False] * 5, 2, [["c:0", "c:1"], ["c:2", "c:3"], ["c:4"]]),
+        ([True, False], 1, [["c:0"], ["c:1"]]),  # batching off: a task a conflict
+        ([True] * 3, 16, [["c:0", "c:1", "c:2"]]),
     ],
 )
-def test_a_frames_groups_go_in_tasks_of_one_priority(priorities: list[bool], max_batch: int,
-                                                      batches: list[list[str]]) -> None:
+def test_conflicts_queued_together_go_in_tasks_of_one_priority(priorities: list[bool], max_batch: int,
+                                                               batches: list[list[str]]) -> None:
     requests = [assess_request(n, high) for n, high in enumerate(priorities)]
-    assert [[r.group.group_id for r in batch] for batch in frame_batches(requests, max_batch)] == batches
+    assert [[r.conflict_id for r in batch] for batch in frame_batches(requests, max_batch)] == batches
 
 
 @pytest.mark.slow
-def test_a_frames_groups_share_one_llm_request_in_a_real_assess_worker(redis_url: str, producer: Any,
-                                                                        tmp_path: Path) -> None:
+def test_conflicts_queued_together_share_one_llm_request_in_a_real_assess_worker(
+    redis_url: str, producer: Any, tmp_path: Path
+) -> None:
     store = Store(redis.Redis.from_url(redis_url))
-    crop = store.put_crop("c:1", "g", (ROOT / "data" / "dog.jpg").read_bytes())
-    requests = [assess_request(n, False, crop).to_wire() for n in range(3)]
-    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.1")
+    frame = store.put_frame("c", 5, (ROOT / "data" / "dog.jpg").read_bytes())
+    kinds: list[Kind] = ["vehicle-pedestrian", "vehicle-vehicle", "vehicle-pedestrian"]
+    requests = [assess_request(n, False, frame, kind).to_wire() for n, kind in enumerate(kinds)]
+    sim = LlmSim("--latency-min", "0.05", "--latency-max", "0.1", "--verify", "vehicle-vehicle=rejected")
     env = worker_env(redis_url=redis_url, llm_base_url=sim.url, llm_api_keys="sk-test-0001",
                      llm_batch_size="4", llm_cache_ttl_s="0")
     log = tmp_path / "assess.log"
     procs = {"assess": start_worker("assess", env, log)}
     try:
         sent = producer.send_task("trafficrisk.assess_many", args=[requests], queue=LLM_LOW_QUEUE)
-        wait_for(sent.ready, 60, "the frame's assessments", log.read_text)
+        wait_for(sent.ready, 60, "the conflicts' assessments", log.read_text)
         assessments = [Assessment.from_wire(a) for a in sent.get(timeout=1)]
         report = sim.report()
     finally:
         stop_all(procs)
         sim.stop()
-    assert [a.group_id for a in assessments] == ["g0", "g1", "g2"]
+    assert [a.conflict_id for a in assessments] == ["c:0", "c:1", "c:2"]
     assert {a.verdict.source for a in assessments} == {VerdictSource.LLM}
-    assert report["requests"] == 1  # three groups, one multi-image request
+    # Each conflict its own verdict from the one reply: the rule rejects only the second.
+    assert [a.verdict.verification for a in assessments] == [
+        Verification.CONFIRMED, Verification.REJECTED, Verification.CONFIRMED]
+    assert report["requests"] == 1  # three conflicts, one multi-image request
     assert store.llm_outcomes()["llm"] == 3

@@ -262,3 +262,37 @@ def test_pairs_that_make_no_event_are_refused(changed: dict[str, Any], message: 
     with pytest.raises(ValidationError, match=message):
         for seq in (1, 2):
             _, state = advance_conflicts(state, [pair(2.0, **changed)], frame(seq), LIMITS)
+
+
+# Which versions ask for the LLM's verification (docs/verification.md), frames 0.25 s apart:
+# a serious event at once; a potential one after 3 s (12 frames) or as it ends; one
+# request per severity.
+POTENTIAL = {"ttc": 2.5}
+SERIOUS = {"ttc": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("measures", "asking"),
+    [
+        # opens potential, turns serious a frame later: only the serious version asks
+        ([POTENTIAL, POTENTIAL, SERIOUS, SERIOUS, SERIOUS], [4]),
+        # serious from its first frames: asks as it opens, never again
+        ([SERIOUS, SERIOUS, SERIOUS, SERIOUS], [2]),
+        # potential for 3 s (start at frame 1, 3 s later is frame 13), then serious: two requests
+        ([POTENTIAL] * 14 + [SERIOUS, SERIOUS], [13, 16]),
+        # potential, then out of range until it ends (1.5 s later): asks at its end
+        ([POTENTIAL, POTENTIAL, None, None, None, None, None, None, None], [9]),
+        # never confirmed (one frame in range): never asks
+        ([POTENTIAL, None, None, None, None, None, None, None, None], []),
+        # a PET that is serious at once: asks on its only frame
+        ([{"pet": 0.5}], [1]),
+        # error row: a PET only potential, the event ends without a second frame: asks at its end
+        ([{"pet": 2.0}, None, None, None, None, None, None, None], [8]),
+    ],
+    ids=["escalates-early", "serious-at-once", "potential-then-serious", "ends-potential",
+         "unconfirmed", "serious-pet", "potential-pet-ends"],
+)
+def test_versions_that_ask_for_verification(measures: list[Measures], asking: list[int]) -> None:
+    reported, _ = run(measures, through_json=True)
+    asked = [seq for seq, events in enumerate(reported, start=1) for event in events if event.to_verify]
+    assert asked == asking

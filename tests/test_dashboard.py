@@ -7,6 +7,7 @@ Screenshots at laptop and phone widths land in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +27,19 @@ from fleet import (
     wait_for_frame,
     wait_until,
 )
+from scripted import conflict_event
 
 from conftest import SAMPLE_VIDEO
+from trafficrisk.messages import (
+    Alert,
+    AlertState,
+    ConflictSeverity,
+    RiskLevel,
+    Verdict,
+    VerdictSource,
+    Verification,
+)
+from trafficrisk.workers.verification import verified
 
 # Real processes (workers, servers, a browser): not in the quick loop (pytest -m "not slow").
 pytestmark = pytest.mark.slow
@@ -280,16 +292,12 @@ def test_charts_count_frames_per_minute_and_follow_stats_events(page: Any) -> No
 
 def test_an_alert_is_acknowledged_then_resolved_from_the_feed(page: Any, fleet: Fleet) -> None:
     shown_before = page.locator("#alerts li").evaluate_all("items => items.map(i => i.dataset.alertId)")
-    # Every group judged high: the fleet's risky-group pattern alerts, once its cooldown
-    # (5 s of capture time) after any earlier alert on the camera has passed.
-    fleet.llm.configure(risk_level="high")
-    try:
-        alert_id = page.wait_for_function(
-            """(before) => [...document.querySelectorAll("#alerts li[data-state=open]")]
-                .map((item) => item.dataset.alertId).find((id) => !before.includes(id))""",
-            arg=shown_before, timeout=90_000).json_value()
-    finally:
-        fleet.llm.configure(risk_level="")
+    # The fleet's risky-group pattern alerts on a pedestrian beside a parked car, once its
+    # cooldown (5 s of capture time) after any earlier alert on the camera has passed.
+    alert_id = page.wait_for_function(
+        """(before) => [...document.querySelectorAll("#alerts li[data-state=open]")]
+            .map((item) => item.dataset.alertId).find((id) => !before.includes(id))""",
+        arg=shown_before, timeout=90_000).json_value()
     item = page.locator(f'#alerts li[data-alert-id="{alert_id}"]')
     assert item.locator(".reason").inner_text()
     assert item.locator("img.thumb, .thumb.none").count() == 1
@@ -314,12 +322,7 @@ def api_state(fleet: Fleet, alert_id: str | None) -> str:
 
 def test_screenshots_with_alerts_at_laptop_and_phone_widths(page: Any, fleet: Fleet) -> None:
     """Saved for people to look at; the page must also fit a phone's width."""
-    if not fleet.api("/api/alerts?limit=1").json():
-        fleet.llm.configure(risk_level="high")
-        try:
-            wait_until(lambda: fleet.api("/api/alerts?limit=1").json(), 90, "an alert", fleet)
-        finally:
-            fleet.llm.configure(risk_level="")
+    wait_until(lambda: fleet.api("/api/alerts?limit=1").json(), 90, "an alert", fleet)
     page.locator("#alerts li").first.wait_for(timeout=30_000)
     original = with_zones(fleet, GOOD)
     try:
@@ -355,3 +358,94 @@ def with_zones(fleet: Fleet, camera_id: str) -> dict[str, Any]:
              {"name": "kerb", "kind": "line", "points": [[0, 260], [760, 200]]}]
     assert fleet.request("PUT", f"/api/cameras/{camera_id}", json={**original, "zones": zones}).ok
     return original
+
+
+# Model output is hostile: shown as text, it stays inert.
+HOSTILE = '<img src=x onerror="window.pwned = true">'
+
+
+def model_verdict(verification: Verification | None, reason: str, failed: bool = False) -> Verdict:
+    return Verdict(risk_level=RiskLevel.HIGH, risk_type="crossing", confidence=0.8, reason=reason,
+                   source=VerdictSource.FALLBACK if failed else VerdictSource.LLM, verification=verification)
+
+
+def verified_alert(fleet: Fleet, alert_id: str, created_at: float, verdict: Verdict) -> Alert:
+    """A conflict's alert, stored with its verdict as the fleet applies one (a rejected
+    one resolved)."""
+    raised = Alert(alert_id=alert_id, camera_id="verify-cam", frame_id=f"verify-cam:{int(created_at)}",
+                   created_at=created_at, risk_level=RiskLevel.HIGH, risk_type="crossing",
+                   reason="TTC 1.2 s between a car and a person", source=VerdictSource.RULES,
+                   pattern="conflict", conflict_id=alert_id, conflicts=(alert_id,),
+                   verification=Verification.UNVERIFIED)
+    alert = verified(raised, verdict, resolve_rejected=True, now=time.time())
+    assert fleet.store.add_alert(alert, now=time.time())
+    return alert
+
+
+def test_conflict_alerts_show_their_verification_and_filter_by_it(page: Any, fleet: Fleet) -> None:
+    now = time.time()
+    tag = f"{now:.3f}".replace(".", "")
+    reasons = {"confirmed": f"the car brakes hard for the pedestrian {HOSTILE}",
+               "rejected": "two parked cars side by side: no real conflict",
+               "unverified": "LLM unavailable (timeout); TTC 1.2 s"}
+    confirmed = verified_alert(fleet, f"verify-cam:conflict:{tag}-1", now,
+                               model_verdict(Verification.CONFIRMED, reasons["confirmed"]))
+    rejected = verified_alert(fleet, f"verify-cam:conflict:{tag}-2", now + 0.1,
+                              model_verdict(Verification.REJECTED, reasons["rejected"]))
+    failed = verified_alert(fleet, f"verify-cam:conflict:{tag}-3", now + 0.2,
+                            model_verdict(None, reasons["unverified"], failed=True))
+    assert rejected.state is AlertState.RESOLVED and confirmed.state is AlertState.OPEN
+    assert failed.verification is Verification.UNVERIFIED
+    event = conflict_event(27, start=now - 25, camera_id=f"verify-{tag}")
+    assert event is not None
+    fleet.store.save_conflicts([event], now=now)
+    fleet.store.save_verdict(event.conflict_id, model_verdict(Verification.UNCERTAIN, "too dark to tell"),
+                             ConflictSeverity.SERIOUS)
+    page.reload()  # stored behind the fleet's back: no event announced them
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+
+    def item(alert: Alert) -> Any:
+        return page.locator(f'#alerts li[data-alert-id="{alert.alert_id}"]')
+
+    for alert, state in ((confirmed, "confirmed"), (rejected, "rejected"), (failed, "unverified")):
+        shown = item(alert)
+        shown.wait_for(timeout=10_000)
+        assert shown.get_attribute("data-verification") == state
+        assert shown.locator(".verification-badge").inner_text() == state
+        assert shown.locator(f".verification-badge.{state}").count() == 1
+        assert shown.locator(".verification-reason").inner_text() == reasons[state]
+    assert item(confirmed).locator(".verification img").count() == 0
+    assert page.evaluate("() => window.pwned") is None
+    assert item(rejected).get_attribute("data-state") == "resolved"
+    assert item(rejected).locator(".state.resolved").is_visible()
+    colours = {state: page.locator(f'#alerts li[data-verification="{state}"] .verification-badge').first
+               .evaluate("badge => getComputedStyle(badge).backgroundColor")
+               for state in ("confirmed", "rejected", "unverified")}
+    assert len(set(colours.values())) == 3, colours
+
+    conflict = page.locator(f'#conflicts li[data-conflict-id="{event.conflict_id}"]')
+    conflict.wait_for(timeout=10_000)
+    assert conflict.locator(".verification-badge.uncertain").inner_text() == "uncertain"
+    assert conflict.locator(".verification-reason").inner_text() == "too dark to tell"
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#alerts-feed").screenshot(path=str(SCREENSHOTS / "verification-laptop.png"))
+
+    def shown_states() -> set[str]:
+        return set(page.locator("#alerts li").evaluate_all("items => items.map(i => i.dataset.verification)"))
+
+    page.select_option("#verification-filter", "confirmed")
+    item(rejected).wait_for(state="detached", timeout=10_000)
+    assert item(confirmed).is_visible() and shown_states() == {"confirmed"}
+    page.select_option("#verification-filter", "rejected")
+    item(confirmed).wait_for(state="detached", timeout=10_000)
+    assert item(rejected).is_visible() and shown_states() == {"rejected"}
+    page.select_option("#alert-filters select[name=state]", "open")  # with the other filters
+    item(rejected).wait_for(state="detached", timeout=10_000)
+    page.select_option("#verification-filter", "unverified")
+    item(failed).wait_for(timeout=10_000)
+    assert item(confirmed).count() == 0 and item(rejected).count() == 0
+    page.select_option("#alert-filters select[name=state]", "")
+    page.select_option("#verification-filter", "")
+    for alert in (confirmed, rejected, failed):
+        item(alert).wait_for(timeout=10_000)

@@ -19,7 +19,6 @@ from trafficrisk.workers.analysis import FrameAnalyzer
 from trafficrisk.workers.conflicts import Thresholds
 from trafficrisk.workers.detection import load_detector
 from trafficrisk.workers.patterns import default_patterns
-from trafficrisk.workers.rules import LlmGate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +31,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("calibrated", [True, False], ids=["calibrated", "uncalibrated"])
 def test_the_suite_meets_its_targets(clips: list[tuple[Path, Path]], calibrated: bool) -> None:
-    analyzer = FrameAnalyzer(load_detector("ssd", "cpu", 0.35), LlmGate())
+    analyzer = FrameAnalyzer(load_detector("ssd", "cpu", 0.35))
     scores = evaluation.evaluate(
         clips,
         analyzer,

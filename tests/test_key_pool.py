@@ -10,14 +10,24 @@ import pytest
 import redis
 
 from conftest import DATA, LlmSim
-from trafficrisk.messages import AssessRequest, Box, FrameRef, Group, RiskLevel, Verdict, VerdictSource
+from trafficrisk.messages import (
+    AssessRequest,
+    Box,
+    ConflictChange,
+    ConflictEvent,
+    ConflictSeverity,
+    EncounterFrame,
+    RiskLevel,
+    VerdictSource,
+    Verification,
+)
 from trafficrisk.workers.assessment import AssessPolicy, assess
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool, NoKeyAvailable
 from trafficrisk.workers.llm import LlmClient, LlmError
 from trafficrisk.workers.store import Store
 
 KEYS = ["sk-test-aaaa1111", "sk-test-bbbb2222"]
-CROP = (DATA / "dog.jpg").read_bytes()
+JPEG = (DATA / "dog.jpg").read_bytes()  # a frame; any JPEG does as a crop
 
 
 def take(pool: KeyPool, count: int, *, high: bool = False, tokens: int = 100) -> int:
@@ -132,7 +142,7 @@ def test_a_429_storm_cools_keys_for_every_worker(client: redis.Redis) -> None:
         with LlmClient(sim.url, "sim", pool, timeout_s=2) as llm:
             for _ in range(10):
                 try:
-                    llm.assess(CROP, "context")
+                    llm.assess([JPEG], "context")
                     outcomes.append("ok")
                 except LlmError as error:
                     outcomes.append(error.reason)
@@ -151,7 +161,7 @@ def test_a_refused_key_is_disabled_and_the_call_goes_on_another(client: redis.Re
     pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
     try:
         with caplog.at_level(logging.INFO), LlmClient(sim.url, "sim", pool, timeout_s=2) as llm:
-            verdicts = [llm.assess(CROP, "context").verdict for _ in range(4)]
+            verdicts = [llm.assess([JPEG], "context").verdict for _ in range(4)]
         report = sim.report()
     finally:
         sim.stop()
@@ -161,11 +171,22 @@ def test_a_refused_key_is_disabled_and_the_call_goes_on_another(client: redis.Re
     assert "...1111" in caplog.text and not any(key in caplog.text for key in KEYS)
 
 
-RULES = Verdict(risk_level=RiskLevel.MEDIUM, risk_type="proximity", confidence=0.5, reason="rules: close",
-                source=VerdictSource.RULES)
-GROUP = Group(group_id="g0", members=(0, 1), labels=("person", "car"), box=Box(x1=0, y1=0, x2=100, y2=80),
-              prescore=0.5, rules_verdict=RULES)
-FRAME = FrameRef(camera_id="c", seq=1, captured_at=1.0, frame_key="k", width=640, height=480)
+EVENT = ConflictEvent(
+    conflict_id="c:1-2:10", camera_id="c", first_track=1, second_track=2, first_label="car",
+    second_label="person", kind="vehicle-pedestrian", conflict_type="crossing",
+    severity=ConflictSeverity.POTENTIAL, change=ConflictChange.OPENED, start_at=1000.0, end_at=1001.0,
+    start_frame="c:10", last_frame="c:15", updated_seq=15, min_ttc_s=2.4, min_ttc_frame="c:15",
+    first_speed_mps=6.0, second_speed_mps=1.4, to_verify=True,
+)
+
+
+def conflict_request(high: bool, queued_at: float) -> AssessRequest:
+    """A conflict to verify from one frame (its JPEG under `k`), serious when `high`."""
+    severity = ConflictSeverity.SERIOUS if high else ConflictSeverity.POTENTIAL
+    frame = EncounterFrame(frame_id="c:15", frame_key="k", moment="now", offset_s=1.0)
+    return AssessRequest(conflict=EVENT.model_copy(update={"severity": severity}), frames=(frame,),
+                         box=Box(x1=50, y1=50, x2=300, y2=300), width=768, height=576, high_priority=high,
+                         queued_at=queued_at)
 
 
 @pytest.mark.parametrize(
@@ -180,12 +201,15 @@ def test_old_low_priority_work_is_shed(llm_sim: LlmSim, client: redis.Redis, hig
                                        source: VerdictSource, shed: bool) -> None:
     llm_sim.configure()
     pool = KeyPool(client, KEYS, KeyLimits(rpm=1000, tpm=10_000_000, concurrency=100))
-    request = AssessRequest(frame=FRAME, group=GROUP, crop_key="k", high_priority=high,
-                            queued_at=time.time() - waited_s)
+    request = conflict_request(high, time.time() - waited_s)
     before = llm_sim.report()["requests"]
     with LlmClient(llm_sim.url, "sim", pool, timeout_s=5) as llm:
-        result = assess(request, CROP, llm, AssessPolicy(low_max_age_s=30))
+        result = assess(request, [JPEG], llm, AssessPolicy(low_max_age_s=30))
     assert (result.verdict.source, result.shed) == (source, shed)
+    assert result.verdict.verification is (Verification.UNVERIFIED if shed else Verification.CONFIRMED)
+    assert result.verdict.risk_level is (RiskLevel.HIGH if high else RiskLevel.MEDIUM)  # by its severity
+    assert (result.conflict_id, result.high_priority, result.queued_at) == (EVENT.conflict_id, high,
+                                                                            request.queued_at)
     assert llm_sim.report()["requests"] - before == (0 if shed else 1)
     assert (result.tokens > 0) is not shed  # a call's billed tokens are kept
     assert result.wait_s == (0.0 if shed else pytest.approx(waited_s, abs=2.0))
@@ -221,10 +245,10 @@ def test_low_priority_work_waits_for_a_key_only_until_it_would_be_shed(
     pool = KeyPool(client, KEYS[:1], KeyLimits(rpm=1, tpm=10_000_000, concurrency=100))
     take(pool, 1, high=True)  # the key's one call a minute is gone
     waited = 27.0 if not high else 0.0
-    request = AssessRequest(frame=FRAME, group=GROUP, crop_key="k", high_priority=high,
-                            queued_at=time.time() - waited)
+    request = conflict_request(high, time.time() - waited)
     timeout = 120.0 if not high else 2.0
     with LlmClient(llm_sim.url, "sim", pool, timeout_s=timeout) as llm:
-        result = assess(request, CROP, llm, AssessPolicy(low_max_age_s=30))
+        result = assess(request, [JPEG], llm, AssessPolicy(low_max_age_s=30))
     assert (result.verdict.source, result.shed) == (VerdictSource.FALLBACK, shed)
+    assert result.verdict.verification is Verification.UNVERIFIED
     assert result.verdict.reason.startswith(reason)

@@ -25,7 +25,6 @@ from trafficrisk.workers.rules import (
     POTENTIAL_SCORE,
     PROXIMITY_M,
     SERIOUS_SCORE,
-    LlmGate,
     build_groups,
     describe,
     judge,
@@ -288,24 +287,3 @@ def test_describe(fields: dict[str, Any], text: str) -> None:
 )
 def test_level_for(score: float, level: RiskLevel) -> None:
     assert level_for(score) is level
-
-
-@pytest.mark.parametrize(
-    ("gate", "prescore", "wants", "high"),
-    [
-        # the default gate: closeness alone (0.25) is not worth a call; a potential conflict
-        # (0.5) is, at low priority; a serious one (0.8) jumps the queue
-        (LlmGate(), CLOSE_SCORE, False, False),
-        (LlmGate(), 0.39, False, False),
-        (LlmGate(), 0.4, True, False),
-        (LlmGate(), POTENTIAL_SCORE, True, False),
-        (LlmGate(), 0.6, True, True),
-        (LlmGate(), SERIOUS_SCORE, True, True),
-        (LlmGate(min_score=0.2, high_priority_score=0.9), CLOSE_SCORE, True, False),
-        (LlmGate(min_score=0.2, high_priority_score=0.9), SERIOUS_SCORE, True, False),
-        (LlmGate(min_score=1.0, high_priority_score=1.0), SERIOUS_SCORE, False, False),
-    ],
-)
-def test_llm_gate(gate: LlmGate, prescore: float, wants: bool, high: bool) -> None:
-    assert gate.wants_llm(prescore) is wants
-    assert gate.is_high_priority(prescore) is high

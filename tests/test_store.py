@@ -7,10 +7,22 @@ from typing import Any
 
 import pytest
 import redis
-from scripted import HIGH, scripted_result
+from scripted import HIGH, conflict_event, scripted_result
 
-from trafficrisk.messages import Alert, AlertState, Camera, CameraState, CameraStatus, FrameResult, RiskLevel
-from trafficrisk.workers.patterns import PatternEngine, RiskyGroup
+from trafficrisk.messages import (
+    Alert,
+    AlertState,
+    Camera,
+    CameraState,
+    CameraStatus,
+    ConflictSeverity,
+    FrameResult,
+    RiskLevel,
+    Verdict,
+    VerdictSource,
+    Verification,
+)
+from trafficrisk.workers.patterns import ConflictPattern, PatternEngine, RiskyGroup
 from trafficrisk.workers.store import Store
 
 
@@ -205,3 +217,131 @@ def test_new_alerts_wait_to_be_opened_and_a_stopped_opener_loses_none(store: Sto
     store.alert_opened(first[1])
     time.sleep(0.4)
     assert store.claim_alerts_to_open("cam") == []
+
+
+# ---------------------------------------------------------------- verification
+def verdict(verification: Verification, source: VerdictSource = VerdictSource.LLM) -> Verdict:
+    return Verdict(risk_level=RiskLevel.HIGH, risk_type="t", confidence=0.9,
+                   reason=f"{verification} by {source}", source=source, verification=verification)
+
+
+POTENTIAL_LLM = (ConflictSeverity.POTENTIAL, verdict(Verification.CONFIRMED))
+SERIOUS_LLM = (ConflictSeverity.SERIOUS, verdict(Verification.REJECTED))
+SERIOUS_FALLBACK = (ConflictSeverity.SERIOUS, verdict(Verification.UNVERIFIED, VerdictSource.FALLBACK))
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "kept"),
+    [
+        ([POTENTIAL_LLM], [True]),
+        ([POTENTIAL_LLM, SERIOUS_LLM], [True, True]),  # a graver severity's verdict wins
+        ([SERIOUS_LLM, POTENTIAL_LLM], [True, False]),  # a late, lesser one does not take it back
+        ([SERIOUS_LLM, SERIOUS_FALLBACK], [True, False]),  # a redelivery's failed call keeps the LLM's
+        ([SERIOUS_FALLBACK, SERIOUS_LLM], [True, True]),
+        ([SERIOUS_LLM, SERIOUS_LLM], [True, True]),  # a redelivery: the same again
+    ],
+    ids=["one", "graver-wins", "lesser-late", "fallback-late", "llm-after-fallback", "twice"],
+)
+def test_a_conflicts_weightiest_verdict_is_kept(
+    store: Store, arrivals: list[tuple[ConflictSeverity, Verdict]], kept: list[bool]
+) -> None:
+    event = conflict_event(27)
+    assert event is not None
+    store.save_conflicts([event], now=1000.0)
+    outcomes = [store.save_verdict(event.conflict_id, v, severity) for severity, v in arrivals]
+    assert [o is not None for o in outcomes] == kept
+    winner = [v for (_, v), ok in zip(arrivals, kept, strict=True) if ok][-1]
+    stored = store.get_conflict(event.conflict_id)
+    assert stored is not None and stored.verdict == winner
+    newer = event.model_copy(update={"updated_seq": 28})
+    store.save_conflicts([newer], now=1000.0)  # a new version keeps the verdict
+    assert (again := store.get_conflict(event.conflict_id)) is not None and again.verdict == winner
+    assert store.conflicts()[0].verdict == winner
+
+
+def test_a_verdict_for_a_conflict_that_is_gone_is_dropped(store: Store) -> None:
+    assert store.save_verdict("cam:1-2:3", verdict(Verification.CONFIRMED), ConflictSeverity.SERIOUS) is None
+
+
+@pytest.mark.parametrize(("verify", "asks", "waiting"), [(True, True, 1), (True, False, 0), (False, True, 0)])
+def test_conflicts_that_ask_wait_to_be_queued(store: Store, verify: bool, asks: bool, waiting: int) -> None:
+    event = conflict_event(27)
+    assert event is not None
+    store.save_conflicts([event.model_copy(update={"to_verify": asks})], now=1000.0, verify=verify)
+    first = store.claim_verifications(event.camera_id, lease_s=0.3)
+    assert len(first) == waiting
+    assert store.claim_verifications(event.camera_id) == []  # leased to the first worker
+    if waiting:
+        time.sleep(0.4)  # that worker stopped before queueing it: it comes back
+        (again,) = store.claim_verifications(event.camera_id)
+        store.verification_queued(again)
+        time.sleep(0.4)
+    assert store.claim_verifications(event.camera_id) == []
+
+
+def conflict_alerts(store: Store, verified_before: Verdict | None) -> list[Alert]:
+    """The story's conflict through the built-in pattern, with a verdict stored before
+    its alert (or none); the alerts it raised."""
+    engine = PatternEngine([ConflictPattern(name="conflict")], lateness_s=0)
+    event = conflict_event(27)
+    assert event is not None
+    store.save_conflicts([event], now=1000.0)
+    if verified_before is not None:
+        store.save_verdict(event.conflict_id, verified_before, ConflictSeverity.SERIOUS)
+    frame = engine.frame_facts(scripted_result(27, conflicts=(event,)))
+    return store.advance_patterns("cam", lambda state: engine.advance(state, frame), now=1_000_100)
+
+
+@pytest.mark.parametrize(
+    ("verification", "resolve", "state"),
+    [
+        (Verification.CONFIRMED, True, AlertState.OPEN),
+        (Verification.UNCERTAIN, True, AlertState.OPEN),
+        (Verification.REJECTED, True, AlertState.RESOLVED),
+        (Verification.REJECTED, False, AlertState.OPEN),
+        (Verification.UNVERIFIED, True, AlertState.OPEN),  # the LLM failed: the reason, no change
+    ],
+)
+@pytest.mark.parametrize("verdict_first", [False, True], ids=["alert-first", "verdict-first"])
+def test_a_verdict_reaches_the_conflicts_alert_in_either_order(
+    redis_url: str, verification: Verification, resolve: bool, state: AlertState, verdict_first: bool
+) -> None:
+    store = Store(redis.Redis.from_url(redis_url), resolve_rejected=resolve)
+    given = verdict(verification, VerdictSource.FALLBACK if verification is Verification.UNVERIFIED else
+                    VerdictSource.LLM)
+    (raised,) = conflict_alerts(store, given if verdict_first else None)
+    assert raised.conflicts == ("cam:7-8:25",)
+    if not verdict_first:
+        assert raised.verification is Verification.UNVERIFIED and raised.verdict is None
+        event = store.save_verdict("cam:7-8:25", given, ConflictSeverity.SERIOUS)
+        assert event is not None
+        ((_, opened),) = store.verify_alerts(event, now=1_000_200)
+        assert not opened  # still waiting to be opened: it goes out verified when it does
+    stored = store.get_alert(raised.alert_id)
+    assert stored is not None
+    assert (stored.verification, stored.state, stored.verdict) == (verification, state, given)
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "verified_first", "age_s", "claimed"),
+    [(0.0, False, 0.0, True), (5.0, False, 1.0, False), (5.0, False, 6.0, True), (5.0, True, 1.0, True)],
+    ids=["no-wait", "waiting", "waited-enough", "verified"],
+)
+def test_alerts_held_for_their_verdict(
+    store: Store, wait_s: float, verified_first: bool, age_s: float, claimed: bool
+) -> None:
+    (raised,) = conflict_alerts(store, verdict(Verification.CONFIRMED) if verified_first else None)
+    found = store.claim_alerts_to_open("cam", now=raised.created_at + age_s, wait_s=wait_s)
+    assert [a.alert_id for a in found] == ([raised.alert_id] if claimed else [])
+    if not claimed:  # not leased meanwhile: a later task opens it once it may
+        (later,) = store.claim_alerts_to_open("cam", now=raised.created_at + wait_s, wait_s=wait_s)
+        assert later.alert_id == raised.alert_id
+
+
+def test_alerts_filtered_by_verification(store: Store) -> None:
+    (raised,) = conflict_alerts(store, verdict(Verification.REJECTED))
+    other = alert(1).model_copy(update={"created_at": 1_000_050.0})
+    store.add_alert(other, now=1_000_100)  # not a conflict's: nothing to verify
+    assert [a.alert_id for a in store.alerts(verification=Verification.REJECTED)] == [raised.alert_id]
+    assert store.alerts(verification=Verification.CONFIRMED) == []
+    assert len(store.alerts()) == 2

@@ -7,11 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +16,8 @@ import pytest
 import redis
 from celery import Celery
 
-from conftest import free_port, stop_all, wait_for
-from trafficrisk.messages import Alert, AlertState, RiskLevel, VerdictSource
+from conftest import Received, Receiver, free_port, stop_all, wait_for
+from trafficrisk.messages import Alert, AlertState, RiskLevel, VerdictSource, Verification
 from trafficrisk.queues import ALERTS_QUEUE
 from trafficrisk.workers.store import Store
 from trafficrisk.workers.webhook import (
@@ -130,7 +127,8 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
 
 @pytest.mark.parametrize("secret", [SECRET.encode(), None])
 def test_headers_of_a_try(secret: bytes | None) -> None:
-    headers = webhook_headers(WebhookEvent.OPENED, "a-1", BODY, secret, SENT_AT)
+    delivery = delivery_id("a-1", WebhookEvent.OPENED)
+    headers = webhook_headers(WebhookEvent.OPENED, delivery, BODY, secret, SENT_AT)
     assert headers[EVENT_HEADER] == "alert.opened"
     assert headers[DELIVERY_HEADER] == delivery_id("a-1", WebhookEvent.OPENED)
     assert headers[TIMESTAMP_HEADER] == str(SENT_AT)
@@ -153,6 +151,9 @@ def test_body_is_the_event_the_delivery_id_and_the_alert() -> None:
     assert body == webhook_body(WebhookEvent.ACKNOWLEDGED, Alert.from_wire(alert.to_wire()))  # every try
 
 
+VERIFIED = WebhookEvent.VERIFIED
+
+
 @pytest.mark.parametrize(
     ("first", "second", "same"),
     [
@@ -160,10 +161,28 @@ def test_body_is_the_event_the_delivery_id_and_the_alert() -> None:
         (("a-1", WebhookEvent.OPENED), ("a-1", WebhookEvent.RESOLVED), False),
         (("a-1", WebhookEvent.OPENED), ("a-2", WebhookEvent.OPENED), False),
         (("a-1/alert.opened", WebhookEvent.OPENED), ("a-1", WebhookEvent.OPENED), False),
+        # an alert is verified at most twice (potential, then serious): each change its own id
+        (("a-1", VERIFIED, "confirmed@1.0"), ("a-1", VERIFIED, "confirmed@1.0"), True),
+        (("a-1", VERIFIED, "confirmed@1.0"), ("a-1", VERIFIED, "rejected@2.0"), False),
+        (("a-1", VERIFIED), ("a-1", VERIFIED, "confirmed@1.0"), False),
     ],
 )
-def test_delivery_ids(first: tuple[str, WebhookEvent], second: tuple[str, WebhookEvent], same: bool) -> None:
-    assert (delivery_id(*first) == delivery_id(*second)) is same
+def test_delivery_ids(first: tuple[str, ...], second: tuple[str, ...], same: bool) -> None:
+    assert (delivery_id(*first) == delivery_id(*second)) is same  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("verification", "updated_at", "other_updated_at", "same"),
+    [(Verification.CONFIRMED, 5.0, 5.0, True), (Verification.CONFIRMED, 5.0, 6.0, False)],
+)
+def test_a_verification_is_its_own_delivery(
+    verification: Verification, updated_at: float, other_updated_at: float, same: bool
+) -> None:
+    first = make_alert().model_copy(update={"verification": verification, "updated_at": updated_at})
+    second = first.model_copy(update={"updated_at": other_updated_at})
+    ids = [json.loads(webhook_body(WebhookEvent.VERIFIED, a))["delivery_id"] for a in (first, second)]
+    assert (ids[0] == ids[1]) is same
+    assert ids[0] != delivery_id(first.alert_id, WebhookEvent.VERIFIED)
 
 
 @pytest.mark.parametrize(
@@ -247,58 +266,6 @@ def test_urls_are_logged_without_credentials(url: str, logged: str) -> None:
 
 
 # ---------------------------------------------------------------- real worker, real receivers
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Receiver:
-    """A loopback HTTP server answering each POST with the next of `answers` (the last repeats):
-    a status, `(status, retry_after)`, or "hang" (no answer for twice the worker's timeout)."""
-
-    answers: list[int | tuple[int, str] | str]
-    received: list[Received] = field(default_factory=list)
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    receiver.received.append(Received(dict(self.headers.items()), body, time.time()))
-                    answer = receiver.answers[min(len(receiver.received), len(receiver.answers)) - 1]
-                if answer == "hang":
-                    receiver.released.wait(2 * TIMEOUT_S)
-                    return  # the worker gave up long ago: close without an answer
-                status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
-                assert isinstance(status, int)
-                self.send_response(status)
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/alerts?token=not-for-logs"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
 
 @pytest.fixture
 def receivers() -> Iterator[list[Receiver]]:

@@ -24,6 +24,7 @@ task_routes = {
     "trafficrisk.assess": {"queue": LLM_LOW_QUEUE},
     "trafficrisk.assess_many": {"queue": LLM_LOW_QUEUE},
     "trafficrisk.aggregate": {"queue": AGGREGATE_QUEUE},
+    "trafficrisk.record_verdicts": {"queue": AGGREGATE_QUEUE},
     "trafficrisk.collect_clip": {"queue": ALERTS_QUEUE},
     "trafficrisk.deliver_webhook": {"queue": ALERTS_QUEUE},
 }

@@ -151,7 +151,6 @@ def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:
     from trafficrisk.workers.analysis import FrameAnalyzer
     from trafficrisk.workers.detection import DetectorError, load_detector
     from trafficrisk.workers.patterns import PatternsError, load_patterns
-    from trafficrisk.workers.rules import LlmGate
 
     if args.suite == bool(args.clip):
         raise SettingsError("evaluate: give CLIP and TRUTH, or --suite")
@@ -160,9 +159,7 @@ def evaluate_command(args: argparse.Namespace, settings: Settings) -> None:
         detector = load_detector(settings.model, settings.device, settings.detect_confidence)
     except (PatternsError, DetectorError) as error:
         raise SettingsError(str(error)) from None
-    analyzer = FrameAnalyzer(
-        detector, LlmGate(settings.llm_gate_score, settings.llm_high_priority_score), settings.jpeg_quality
-    )
+    analyzer = FrameAnalyzer(detector)
     fps = args.fps or DEFAULT_SAMPLE_FPS
     try:
         clips = evaluation.scenario_clips(args.clips) if args.suite else [(args.clip, args.truth)]

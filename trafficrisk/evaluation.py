@@ -31,7 +31,7 @@ from typing import Any
 
 import cv2
 
-from trafficrisk.messages import Alert, ConflictEvent, FrameRef
+from trafficrisk.messages import Alert, ConflictEvent, FrameRef, FrameResult
 from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg
 from trafficrisk.workers.conflicts import Thresholds
 from trafficrisk.workers.ground_plane import GroundPlane
@@ -123,8 +123,10 @@ def run_clip(
     drop: float = 0.0,
     lateness_s: float = 10.0,
     progress: Callable[[int], None] | None = None,
+    seen: Callable[[FrameResult], None] | None = None,
 ) -> ClipRun:
-    """The clip through the detect stage and the patterns, frame by frame in order."""
+    """The clip through the detect stage and the patterns, frame by frame in order; `seen`
+    gets each frame's result."""
     camera = truth["camera"]
     plane = (
         GroundPlane.from_points(truth["calibration"]["image_points"], truth["calibration"]["ground_points"])
@@ -146,8 +148,10 @@ def run_clip(
             width=image.shape[1],
             height=image.shape[0],
         )
-        analysis = analyzer.analyze(encode_jpeg(image), want_crops=False, scene=keeper.step(seq, t))
+        analysis = analyzer.analyze(encode_jpeg(image), scene=keeper.step(seq, t))
         result = analysis.to_result(ref, analyzer.detector.name, False, 0.0)
+        if seen:
+            seen(result)
         new_alerts, pattern_state = engine.advance(pattern_state, engine.frame_facts(result))
         alerts += new_alerts
         for event in result.conflicts:

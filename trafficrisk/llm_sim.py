@@ -3,8 +3,10 @@
     trafficrisk llm-sim --port 8001 --latency-min 2 --latency-max 10 --error-rate 0.05
 
 One asyncio loop, so hundreds of slow requests in flight cost next to nothing. It
-answers chat completions with a verdict derived from the prompt's rules pre-score
-(one per "Group k:" section for a multi-image batch) after a latency drawn uniformly
+answers chat completions with a conflict verification derived from the prompt (one per
+"Conflict k:" section for a batch): the level from the conflict's severity, the
+verification from the first of --verify's rules whose text the conflict's context holds
+(`vehicle-vehicle=rejected;crossing=confirmed`), else `confirmed`, after a latency drawn uniformly
 or lognormally (--latency-distribution), a little longer per extra image. It injects
 HTTP 500s, hangs (timeouts) and malformed replies at configurable rates, enforces a
 per-key requests-per-minute limit (429 with Retry-After), refuses listed keys (401),
@@ -29,15 +31,16 @@ from typing import Any
 
 from aiohttp import web
 
-from trafficrisk.messages import RiskLevel, Verdict
+from trafficrisk.messages import RiskLevel, Verdict, Verification
 
-_PRESCORE = re.compile(r"pre-score: ([0-9.]+)")
-_GROUP = re.compile(r"^Group (\d+):$", re.MULTILINE)
+_SEVERITY = re.compile(r"\bA (serious|potential) ")
+_CONFLICT = re.compile(r"^Conflict (\d+):$", re.MULTILINE)
 TOKENS_PER_IMAGE = 85
 
 
 LATENCY_DISTRIBUTIONS = ("uniform", "lognormal")
 LEVELS = tuple(level.value for level in RiskLevel)
+VERIFICATIONS = tuple(str(v) for v in Verification if v is not Verification.UNVERIFIED)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class SimConfig:
     hang_s: float = 600.0
     reason: str = ""  # given: every verdict's reason, as a hostile model might write it
     risk_level: str = ""  # given: every verdict's risk level
+    # `text=verification` rules, `;` apart: the first whose text the conflict's context holds
+    verify: str = ""
     rpm_per_key: float = 0.0  # 0: no limit; else requests over it get 429 with Retry-After
     retry_after_s: float = 5.0
 
@@ -66,6 +71,7 @@ class SimConfig:
             setattr(self, name, type(getattr(self, name))(value))
         if self.risk_level and self.risk_level not in LEVELS:
             raise ValueError(f"risk_level must be one of {', '.join(LEVELS)}")
+        verify_rules(self.verify)  # ValueError for a bad rule
         if self.latency_distribution not in LATENCY_DISTRIBUTIONS:
             raise ValueError(f"latency_distribution must be one of {', '.join(LATENCY_DISTRIBUTIONS)}")
 
@@ -110,35 +116,49 @@ def mask_key(authorization: str) -> str:
     return f"...{key[-4:]}" if key else "(none)"
 
 
+def verify_rules(rules: str) -> list[tuple[str, Verification]]:
+    """`text=verification;...` as (text, verification) pairs; ValueError for a bad one."""
+    parsed = []
+    for rule in filter(None, (r.strip() for r in rules.split(";"))):
+        text, _, verdict = rule.rpartition("=")
+        if not text or verdict not in VERIFICATIONS:
+            raise ValueError(f"verify rule {rule!r}: expected TEXT=one of {', '.join(VERIFICATIONS)}")
+        parsed.append((text, Verification(verdict)))
+    return parsed
+
+
 def verdict_for(text: str, config: SimConfig | None = None) -> Verdict:
-    """A plausible, deterministic verdict: the rules pre-score sets the level, unless the
-    config sets it; the config's reason, if any, stands in for the model's (tests put
-    hostile text there)."""
-    match = _PRESCORE.search(text)
-    score = float(match.group(1)) if match else 0.0
-    level = next((lvl for floor, lvl in ((0.6, RiskLevel.HIGH), (0.4, RiskLevel.MEDIUM), (0.2, RiskLevel.LOW))
-                  if score >= floor), RiskLevel.NONE)
+    """A plausible, deterministic verdict on one conflict's context: a serious conflict is
+    `high`, a potential one `medium` (unless the config sets the level); the verification
+    is the first matching rule's, else confirmed; the config's reason, if any, stands in
+    for the model's (tests put hostile text there)."""
     config = config or SimConfig()
+    match = _SEVERITY.search(text)
+    severity = match.group(1) if match else "unknown"
+    level = {"serious": RiskLevel.HIGH, "potential": RiskLevel.MEDIUM}.get(severity, RiskLevel.LOW)
+    verification = next((v for needle, v in verify_rules(config.verify) if needle in text),
+                        Verification.CONFIRMED)
     return Verdict(risk_level=RiskLevel(config.risk_level) if config.risk_level else level,
-                   risk_type="simulated interaction", confidence=0.8,
-                   reason=config.reason or f"simulated verdict for pre-score {score:.2f}")
+                   risk_type="simulated conflict", confidence=0.8, verification=verification,
+                   reason=config.reason or f"simulated: {verification} {severity} conflict")
 
 
 def answer_for(text: str, config: SimConfig | None = None) -> str:
-    """The reply's content: one verdict, or for a batch ("Group k:" sections) one per group."""
-    sections = _GROUP.split(text)
+    """The reply's content: one verdict, or for a batch ("Conflict k:" sections) one per conflict."""
+    sections = _CONFLICT.split(text)
     if len(sections) == 1:
         return verdict_for(text, config).model_dump_json(exclude={"source"})
     numbers, texts = sections[1::2], sections[2::2]
-    verdicts = [{"group": int(number), **verdict_for(section, config).model_dump(mode="json",
-                                                                                  exclude={"source"})}
+    verdicts = [{"conflict": int(number), **verdict_for(section, config).model_dump(mode="json",
+                                                                                     exclude={"source"})}
                 for number, section in zip(numbers, texts, strict=True)]
     return json.dumps({"verdicts": verdicts})
 
 
-def _prompt_parts(body: dict[str, Any]) -> tuple[str, int]:
-    """All text of the request and its number of images."""
-    texts, images = [], 0
+def _prompt_parts(body: dict[str, Any]) -> tuple[str, str, int]:
+    """All text of the request, the user's part of it (what the rules read: the
+    instructions would match any of them) and its number of images."""
+    texts, user, images = [], [], 0
     for message in body["messages"]:
         content = message.get("content")
         parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
@@ -147,7 +167,9 @@ def _prompt_parts(body: dict[str, Any]) -> tuple[str, int]:
                 images += 1
             else:
                 texts.append(str(part.get("text", "")))
-    return "\n".join(texts), images
+                if message.get("role") != "system":
+                    user.append(texts[-1])
+    return "\n".join(texts), "\n".join(user), images
 
 
 def _completion(model: str, content: str, prompt_tokens: int) -> dict[str, Any]:
@@ -187,7 +209,7 @@ class Simulator:
     async def chat(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            text, images = _prompt_parts(body)
+            text, context, images = _prompt_parts(body)
             model = str(body["model"])
         except (ValueError, KeyError, TypeError, AttributeError):
             self.report.rejected_400 += 1
@@ -209,7 +231,7 @@ class Simulator:
         self.report.in_flight += 1
         self.report.concurrent_peak = max(self.report.concurrent_peak, self.report.in_flight)
         try:
-            return await self._answer(model, text, images)
+            return await self._answer(model, text, context, images)
         finally:
             self.report.in_flight -= 1
 
@@ -220,7 +242,7 @@ class Simulator:
         self.report.per_minute[minute] += 1
         self.report.per_key_minute[key, minute] += 1
 
-    async def _answer(self, model: str, text: str, images: int) -> web.Response:
+    async def _answer(self, model: str, text: str, context: str, images: int) -> web.Response:
         config, draw = self.config, self.random.random()
         await asyncio.sleep(config.draw_latency(self.random, images))
         if draw < config.error_rate:
@@ -232,7 +254,7 @@ class Simulator:
             await asyncio.sleep(config.hang_s)
             return web.json_response({"error": {"message": "simulated hang ended"}}, status=504)
         draw -= config.timeout_rate
-        content = answer_for(text, config)
+        content = answer_for(context, config)
         if draw < config.malformed_rate:
             self.report.malformed += 1
             content = "Sure! Here is my assessment: the risk is " + content[:20]
@@ -284,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
                         default=defaults.latency_distribution)
     parser.add_argument("--reason", default="", help="every verdict's reason (for tests of hostile replies)")
     parser.add_argument("--risk-level", default="", choices=["", *LEVELS], help="every verdict's risk level")
+    parser.add_argument("--verify", default="", help="TEXT=VERIFICATION rules, ';' apart; else confirmed")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--refuse-keys", default="", help="comma-separated keys answered with 401")
     args = parser.parse_args(argv)

@@ -50,6 +50,15 @@ class VerdictSource(StrEnum):
     FALLBACK = "fallback"
 
 
+class Verification(StrEnum):
+    """What the LLM made of a conflict: the state an alert shows (docs/verification.md)."""
+
+    UNVERIFIED = "unverified"  # not judged (yet): waiting for the LLM, or it did not answer
+    CONFIRMED = "confirmed"  # the footage shows a real conflict
+    REJECTED = "rejected"  # the measures misfired: no real conflict
+    UNCERTAIN = "uncertain"  # the footage cannot tell
+
+
 class CameraState(StrEnum):
     ONLINE = "online"
     CONNECTING = "connecting"
@@ -195,13 +204,24 @@ class Verdict(Message):
     confidence: float = Field(ge=0, le=1)
     reason: str = Field(max_length=400)
     source: VerdictSource = VerdictSource.LLM
+    # A conflict's verification; the LLM must give it (`llm_schema`), the rules never do.
+    verification: Verification | None = None
 
     @classmethod
     def llm_schema(cls) -> dict[str, Any]:
+        """What the model must answer: every field but `source`, with a verification that
+        is one of confirmed, rejected or uncertain (unverified is ours to say)."""
         schema = cls.model_json_schema()
         schema["properties"].pop("source")
-        schema["required"] = ["risk_level", "risk_type", "confidence", "reason"]
+        schema["properties"]["verification"] = {
+            "type": "string",
+            "enum": [str(v) for v in Verification if v is not Verification.UNVERIFIED],
+        }
+        schema["required"] = ["verification", "risk_level", "risk_type", "confidence", "reason"]
         schema["additionalProperties"] = False
+        defs = schema.get("$defs", {})
+        defs.pop("Verification", None)
+        defs.pop("VerdictSource", None)
         return schema
 
 
@@ -276,6 +296,10 @@ class ConflictEvent(Message):
     image_point: tuple[float, float] | None = None  # the same place in the frame, pixels
     zones: tuple[str, ...] = ()
     approximate: bool = False  # measured on a fitted, not a calibrated, scale
+    # This version asks for the LLM's verification (docs/verification.md: opened serious,
+    # escalated, or potential for a while or at its end); set by the scene, once each.
+    to_verify: bool = False
+    verdict: Verdict | None = None  # the LLM's verification, once it came (kept apart in Redis)
 
     @property
     def frames(self) -> tuple[str, ...]:
@@ -300,26 +324,46 @@ class Group(Message):
     pairs: tuple[PairMeasure, ...] = ()
 
 
-class AssessRequest(Message):
-    """What an assess task needs: the group, its crop's Redis key and the scene."""
+class EncounterFrame(Message):
+    """One frame of a conflict shown to the LLM: its JPEG waits in Redis under `frame_key`."""
 
-    frame: FrameRef
-    group: Group
-    crop_key: str
-    high_priority: bool = False  # sent to llm.high
+    frame_id: str
+    frame_key: str
+    moment: Literal["before", "start", "closest", "now"]
+    offset_s: float  # capture time, from the conflict's start
+
+
+class AssessRequest(Message):
+    """A conflict event to verify: its version as asked, a few frames of the encounter and
+    the box around the pair in all of them (pixels of a width x height frame)."""
+
+    conflict: ConflictEvent
+    frames: tuple[EncounterFrame, ...] = Field(min_length=1)
+    box: Box
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    high_priority: bool = False  # sent to llm.high (a serious conflict)
     queued_at: float = 0.0  # wall clock; low-priority work too old is shed
+
+    @property
+    def conflict_id(self) -> str:
+        return self.conflict.conflict_id
 
 
 class Assessment(Message):
     """What an assess task returns into the chord, success or not."""
 
-    group_id: str
+    conflict_id: str
+    camera_id: str
+    severity: ConflictSeverity  # of the version verified: a later, graver one's verdict wins
     verdict: Verdict
     latency_s: float = 0.0
     error: str | None = None
     shed: bool = False  # low-priority work too old to be worth a call
     tokens: int = 0  # the reply's total_tokens, as the provider bills them
-    wait_s: float = 0.0  # from queued by detect to sent to the LLM: broker queue and key wait
+    wait_s: float = 0.0  # from queued by aggregate to sent to the LLM: broker queue and key wait
+    queued_at: float = 0.0  # wall clock, when aggregate queued it
+    high_priority: bool = False
 
     @property
     def outcome(self) -> str:
@@ -382,6 +426,12 @@ class Alert(Message):
     # A later version of an alert already raised, at a higher level (its conflict escalated):
     # the stored alert takes its level, type and reason, and keeps its state.
     escalated: bool = False
+    # A conflict's alert: what the LLM made of it (None: nothing to verify, not a conflict),
+    # its verdict with the reason once it came (or why it did not), and the conflict
+    # events of the encounter it covers (one, or more when a track was lost and found).
+    verification: Verification | None = None
+    verdict: Verdict | None = None
+    conflicts: tuple[str, ...] = ()
     state: AlertState = AlertState.OPEN
     updated_at: float = 0.0  # wall clock of the last change of state
     evidence: tuple[Literal["frame", "crop", "clip"], ...] = ()  # what the API can serve

@@ -51,4 +51,5 @@ def thresholds_from(settings: Settings) -> Thresholds:
         serious_drac=settings.serious_drac,
         confirm_frames=settings.conflict_confirm_frames,
         end_after_s=settings.conflict_end_s,
+        verify_potential_after_s=settings.verify_potential_after_s,
     )

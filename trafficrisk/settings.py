@@ -53,10 +53,17 @@ class Settings(BaseSettings):
     llm_batch_wait_ms: int = Field(200, ge=0, le=5000)
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_max_tokens: int = Field(300, gt=0)
-    # Groups whose rules pre-score reaches this go to the LLM; above `llm_high_priority_score`
-    # they go to llm.high.
-    llm_gate_score: float = Field(0.4, ge=0, le=1)
-    llm_high_priority_score: float = Field(0.6, ge=0, le=1)
+    # A conflict's frames go as several images in one message; false: side by side in one
+    # image, for backends that take a single image.
+    llm_multi_image: bool = True
+    # A potential conflict is verified once it has lasted this long (event time), or when it
+    # ends; a serious one at once (docs/verification.md).
+    verify_potential_after_s: float = Field(3.0, ge=0, le=60)
+    # 0: a conflict's alert opens at once, unverified; else it waits for the verdict this
+    # long at most, then opens unverified.
+    alert_verify_wait_s: float = Field(0.0, ge=0, le=120)
+    # A rejected alert is resolved with the model's reason.
+    resolve_rejected: bool = True
 
     api_token: SecretStr | None = None
     dashboard_password: SecretStr | None = None

@@ -1,4 +1,5 @@
-"""aggregate: the chord callback; stores the frame's result, runs the patterns, pushes it live."""
+"""aggregate: stores a frame's result as soon as detect has it, runs the patterns, pushes it
+live, and sends the conflicts that ask for it to verification."""
 
 from __future__ import annotations
 
@@ -6,21 +7,24 @@ import time
 from typing import Any
 
 from trafficrisk.events import ALERT, CONFLICT, FRAME_RESULT, STATS
-from trafficrisk.messages import Assessment, CameraMinute, FrameResult
+from trafficrisk.messages import CameraMinute, FrameResult
 from trafficrisk.runtime import get_events, get_pattern_engine, get_store
+from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
 from trafficrisk.tasks.evidence import open_alerts
+from trafficrisk.tasks.verification import queue_verifications
 from trafficrisk.tasks.webhook import queue_webhooks
-from trafficrisk.workers.aggregation import merge_assessments, record_result
+from trafficrisk.workers.aggregation import record_result
 
 
 @app.task(name="trafficrisk.aggregate", ignore_result=True)
-def aggregate_frame(assessments: list[dict[str, Any] | list[dict[str, Any]]], draft: dict[str, Any]) -> None:
-    # A header task returns one group's assessment, or (assess_many) a list of them.
-    flat = [a for item in assessments for a in (item if isinstance(item, list) else [item])]
-    result = merge_assessments(FrameResult.from_wire(draft), [Assessment.from_wire(a) for a in flat])
-    store, events = get_store(), get_events()
-    recorded = record_result(store, get_pattern_engine(), result, time.time())
+def aggregate_frame(draft: dict[str, Any]) -> None:
+    result = FrameResult.from_wire(draft)
+    result = result.model_copy(
+        update={"timings": {**result.timings, "total_s": round(time.time() - result.captured_at, 4)}}
+    )
+    store, events, verify = get_store(), get_events(), get_settings().is_llm_enabled
+    recorded = record_result(store, get_pattern_engine(), result, time.time(), verify)
     if recorded.saved.is_latest:
         events.emit(FRAME_RESULT, result)
     for conflict in recorded.conflicts:
@@ -30,6 +34,8 @@ def aggregate_frame(assessments: list[dict[str, Any] | list[dict[str, Any]]], dr
         if alert.escalated:
             events.emit(ALERT, alert)
             queue_webhooks("alert.escalated", alert)
+    if verify:
+        queue_verifications(result.camera_id)
     # The save returned the minute's counts; alerts just opened add to them.
     opened = any(not alert.escalated for alert in recorded.alerts)
     minute = (

@@ -5,6 +5,6 @@ from celery import Celery
 app = Celery(
     "trafficrisk",
     include=["trafficrisk.tasks.detect", "trafficrisk.tasks.assess", "trafficrisk.tasks.aggregate",
-             "trafficrisk.tasks.evidence", "trafficrisk.tasks.webhook"],
+             "trafficrisk.tasks.evidence", "trafficrisk.tasks.webhook", "trafficrisk.tasks.verification"],
 )
 app.config_from_object("trafficrisk.celeryconfig")

@@ -1,5 +1,5 @@
-"""assess: a group's LLM verdict (or a frame's groups' together); always returns, so the chord
-always fires."""
+"""assess: a conflict's verification by the LLM (or several conflicts' together); always
+returns, so the chord always fires."""
 
 from __future__ import annotations
 
@@ -55,21 +55,22 @@ def get_scene_cache() -> SceneCache:
 
 
 @app.task(name="trafficrisk.assess")
-def assess_group(request: dict[str, Any]) -> dict[str, Any]:
+def assess_conflict(request: dict[str, Any]) -> dict[str, Any]:
     return assess_and_count(AssessRequest.from_wire(request)).to_wire()
 
 
 @app.task(name="trafficrisk.assess_many")
-def assess_groups(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Groups of one frame asked together: with LLM batching on they share one request,
-    however many assess processes there are (one task reaches one process)."""
+def assess_conflicts(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conflicts queued together: with LLM batching on they share one request, however
+    many assess processes there are (one task reaches one process)."""
     parsed = [AssessRequest.from_wire(request) for request in requests]
     with ThreadPoolExecutor(max_workers=len(parsed), thread_name_prefix="assess-many") as pool:
         return [a.to_wire() for a in pool.map(assess_and_count, parsed)]
 
 
 def assess_and_count(request: AssessRequest) -> Assessment:
-    policy = AssessPolicy(low_max_age_s=get_settings().llm_low_max_age_s)
+    settings = get_settings()
+    policy = AssessPolicy(low_max_age_s=settings.llm_low_max_age_s, multi_image=settings.llm_multi_image)
     store = get_store()
     assessment = assess_safely(request, store.get_blob, get_llm_client(), policy, get_scene_cache())
     store.count_llm_outcome(assessment.outcome, assessment.tokens)

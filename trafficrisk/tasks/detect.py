@@ -1,4 +1,4 @@
-"""detect: one sampled frame in, groups out; risky groups fan out to the LLM in a chord."""
+"""detect: one sampled frame in, its result out to aggregate at once (it never waits for the LLM)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import threading
 import time
 from typing import Any
 
-from celery import chord
 from celery.signals import celeryd_after_setup
 
-from trafficrisk.messages import AssessRequest, FrameRef, FrameResult
-from trafficrisk.queues import DETECT_QUEUE, LLM_HIGH_QUEUE, LLM_LOW_QUEUE
+from trafficrisk.messages import FrameRef, FrameResult
+from trafficrisk.queues import DETECT_QUEUE
 from trafficrisk.runtime import get_pattern_engine, get_store, get_thresholds
 from trafficrisk.settings import get_settings
 from trafficrisk.tasks.aggregate import aggregate_frame
 from trafficrisk.tasks.app import app
-from trafficrisk.tasks.assess import assess_group, assess_groups
 from trafficrisk.tasks.evidence import open_alerts
 from trafficrisk.workers.aggregation import record_skipped_frame
 from trafficrisk.workers.analysis import FrameAnalysis, FrameAnalyzer, FrameDecodeError
@@ -24,8 +22,6 @@ from trafficrisk.workers.batching import BatchedDetector
 from trafficrisk.workers.conflicts import Frame
 from trafficrisk.workers.detection import Detector, load_detector, warm_up
 from trafficrisk.workers.ground_plane import plane_for
-from trafficrisk.workers.llm_batching import frame_batches
-from trafficrisk.workers.rules import LlmGate
 from trafficrisk.workers.scene import Geometry, shared_scene
 
 log = logging.getLogger(__name__)
@@ -46,8 +42,7 @@ def get_analyzer() -> FrameAnalyzer:
                 detector = BatchedDetector(
                     detector, settings.detect_batch_size, settings.detect_batch_wait_ms / 1000
                 )
-            gate = LlmGate(settings.llm_gate_score, settings.llm_high_priority_score)
-            _analyzer = FrameAnalyzer(detector, gate, settings.jpeg_quality)
+            _analyzer = FrameAnalyzer(detector)
         return _analyzer
 
 
@@ -78,14 +73,15 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
     frame = Frame(ref.camera_id, ref.seq, ref.captured_at, approximate=plane is None)
     scene = shared_scene(store, frame, geometry, get_thresholds())
     try:
-        analysis = get_analyzer().analyze(jpeg, want_crops=settings.is_llm_enabled, scene=scene)
+        analysis = get_analyzer().analyze(jpeg, scene=scene)
     except FrameDecodeError:
         log.warning("frame %s is not a decodable JPEG; skipped", ref.frame_id)
         drop(ref, "corrupt")
         return
-    if settings.burst_s > 0 and any(get_analyzer().gate.wants_llm(g.prescore) for g in analysis.groups):
+    if settings.burst_s > 0 and any(event.is_open for event in analysis.conflicts):
         store.start_burst(ref.camera_id, settings.burst_s)
-    dispatch(ref, analysis, queue_wait_s=round(started - ref.captured_at, 4))
+    result = draft_result(ref, analysis, queue_wait_s=round(started - ref.captured_at, 4))
+    aggregate_frame.apply_async(args=[result.to_wire()])
 
 
 def drop(ref: FrameRef, reason: str) -> None:
@@ -97,37 +93,5 @@ def drop(ref: FrameRef, reason: str) -> None:
 
 
 def draft_result(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> FrameResult:
-    """The frame's result with the rules' verdicts; the LLM's replace them in aggregate."""
+    """The frame's result, the rules' verdicts in it: the LLM verifies conflicts later."""
     return analysis.to_result(ref, get_analyzer().detector.name, get_settings().is_llm_enabled, queue_wait_s)
-
-
-def dispatch(ref: FrameRef, analysis: FrameAnalysis, queue_wait_s: float) -> None:
-    """Chord the flagged groups through assess into aggregate; else straight to aggregate."""
-    draft = draft_result(ref, analysis, queue_wait_s).to_wire()
-    if not analysis.crops:
-        aggregate_frame.apply_async(args=[[], draft])
-        return
-    store, gate = get_store(), get_analyzer().gate
-    requests = []
-    for group in analysis.groups:
-        if group.group_id in analysis.crops:
-            key = store.put_crop(ref.frame_id, group.group_id, analysis.crops[group.group_id])
-            requests.append(
-                AssessRequest(
-                    frame=ref,
-                    group=group,
-                    crop_key=key,
-                    queued_at=time.time(),
-                    high_priority=gate.is_high_priority(group.prescore),
-                )
-            )
-    header = []
-    for batch in frame_batches(requests, get_settings().llm_batch_size):
-        queue = LLM_HIGH_QUEUE if batch[0].high_priority else LLM_LOW_QUEUE
-        task = (
-            assess_group.s(batch[0].to_wire())
-            if len(batch) == 1
-            else assess_groups.s([request.to_wire() for request in batch])
-        )
-        header.append(task.set(queue=queue))
-    chord(header)(aggregate_frame.s(draft))

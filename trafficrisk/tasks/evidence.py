@@ -12,7 +12,7 @@ from trafficrisk.settings import get_settings
 from trafficrisk.tasks.app import app
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.workers.evidence import clip_fps, clip_results, crop_evidence, encode_clip, group_box
-from trafficrisk.workers.store import crop_key, frame_key
+from trafficrisk.workers.store import frame_key
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,11 @@ HISTORY_SEARCHED = 300
 
 
 def open_alerts(camera_id: str) -> None:
-    """Open the camera's new alerts, and any that a stopped worker left half opened."""
-    store = get_store()
-    for alert in store.claim_alerts_to_open(camera_id):
+    """Open the camera's new alerts, and any that a stopped worker left half opened; with
+    `ALERT_VERIFY_WAIT_S`, not those still waiting for their verdict."""
+    store, settings = get_store(), get_settings()
+    wait_s = settings.alert_verify_wait_s if settings.is_llm_enabled else 0.0
+    for alert in store.claim_alerts_to_open(camera_id, now=time.time(), wait_s=wait_s):
         open_alert(alert)
         store.alert_opened(alert)
 
@@ -35,10 +37,10 @@ def open_alert(alert: Alert) -> None:
     frame = store.get_blob(frame_key(alert.camera_id, alert.seq))
     if frame is not None:
         store.put_evidence(alert, "frame", frame)
-        crop = store.get_blob(crop_key(alert.frame_id, alert.group_id)) if alert.group_id else None
-        if crop is None and alert.group_id:  # not sent to the LLM: cut it from the frame
+        box = None
+        if alert.group_id:
             box = group_box(store.history(alert.camera_id, HISTORY_SEARCHED), alert.frame_id, alert.group_id)
-            crop = crop_evidence(frame, box, settings.jpeg_quality) if box else None
+        crop = crop_evidence(frame, box, settings.jpeg_quality) if box else None
         if crop is not None:
             store.put_evidence(alert, "crop", crop)
     else:

@@ -24,6 +24,7 @@ from trafficrisk.workers.webhook import (
     WebhookEvent,
     backoff_s,
     classify,
+    delivery_of,
     loggable_url,
     retry_after_s,
     webhook_body,
@@ -76,7 +77,7 @@ def post_once(url: str, event: WebhookEvent, alert: Alert) -> tuple[int | None, 
     settings = get_settings()
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
     body = webhook_body(event, alert)
-    headers = webhook_headers(event, alert.alert_id, body, secret, int(time.time()))
+    headers = webhook_headers(event, delivery_of(event, alert), body, secret, int(time.time()))
     try:
         response = http_client().post(url, content=body, headers=headers, timeout=settings.webhook_timeout_s)
     except httpx.HTTPError as error:  # connection refused, timeout, reset...

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from trafficrisk.events import ALERT
-from trafficrisk.messages import Alert, AlertState, Camera, ConflictSeverity, RiskLevel
+from trafficrisk.messages import Alert, AlertState, Camera, ConflictSeverity, RiskLevel, Verification
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
 from trafficrisk.workers import scale
@@ -158,7 +158,10 @@ def camera_scale(camera_id: str) -> Any:
     return jsonify(width=width, height=height, side=1, grid_step_m=2, **fitted.to_json(width, height))
 
 
-def _choice(name: str, choices: type[RiskLevel] | type[AlertState] | type[ConflictSeverity]) -> Any:
+Choices = type[RiskLevel] | type[AlertState] | type[ConflictSeverity] | type[Verification]
+
+
+def _choice(name: str, choices: Choices) -> Any:
     value = request.args.get(name) or None
     if value is not None and value not in choices.__members__.values():
         abort(400, f"{name}: must be one of {', '.join(choices)}")
@@ -179,12 +182,15 @@ def _number(name: str, default: str, low: float, high: float, kind: type[int] | 
 def _alert_filters() -> dict[str, Any]:
     since = _number("since", "0", 0, float("inf"), float) if request.args.get("since") else None
     return {"camera_id": request.args.get("camera") or None, "level": _choice("level", RiskLevel),
-            "state": _choice("state", AlertState), "since": since, "limit": _number("limit", "100", 1, 1000)}
+            "state": _choice("state", AlertState), "verification": _choice("verification", Verification),
+            "since": since, "limit": _number("limit", "100", 1, 1000)}
 
 
 @blueprint.get("/alerts")
 @api_auth_required
 def alerts() -> Any:
+    """Alerts, newest first: `camera`, `level` (at least), `since` (creation time), `state`,
+    `verification` (a conflict's alert: unverified, confirmed, rejected or uncertain), `limit`."""
     return jsonify([a.to_wire() for a in store().alerts(**_alert_filters())])
 
 

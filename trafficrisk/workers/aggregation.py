@@ -1,44 +1,17 @@
-"""A frame's final result: the draft with each assessed group's verdict."""
+"""A frame's result recorded: stored with its conflict events, and the camera's patterns run on it."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trafficrisk.messages import (
     Alert,
-    AssessedGroup,
-    Assessment,
     ConflictChange,
     ConflictEvent,
     FrameResult,
-    RiskLevel,
 )
 from trafficrisk.workers.patterns import PatternEngine
 from trafficrisk.workers.store import SaveOutcome, Store
-
-
-def merge_assessments(draft: FrameResult, assessments: Sequence[Assessment]) -> FrameResult:
-    """The draft with the assessed verdicts in place of the rules' ones."""
-    by_group = {a.group_id: a for a in assessments}
-    groups = tuple(
-        AssessedGroup(group=g.group, verdict=by_group[g.group.group_id].verdict)
-        if g.group.group_id in by_group
-        else g
-        for g in draft.groups
-    )
-    timings = dict(draft.timings)
-    if assessments:
-        timings["llm_s"] = max(a.latency_s for a in assessments)
-    timings["total_s"] = round(time.time() - draft.captured_at, 4)
-    return draft.model_copy(
-        update={
-            "groups": groups,
-            "timings": timings,
-            "risk_level": RiskLevel.highest([g.verdict.risk_level for g in groups]),
-        }
-    )
 
 
 @dataclass(frozen=True)
@@ -49,12 +22,14 @@ class Recorded:
     conflicts: list[ConflictEvent]
 
 
-def record_result(store: Store, engine: PatternEngine, result: FrameResult, now: float) -> Recorded:
-    """Save a frame's result and its conflict events, and run the camera's patterns on it,
-    all once per frame id."""
+def record_result(
+    store: Store, engine: PatternEngine, result: FrameResult, now: float, verify: bool = False
+) -> Recorded:
+    """Save a frame's result and its conflict events (with `verify`, those that ask wait
+    for verification), and run the camera's patterns on it, all once per frame id."""
     store.end_flight(result.camera_id, result.frame_id)
     saved = store.save_result(result)
-    stored = store.save_conflicts(result.conflicts, now)
+    stored = store.save_conflicts(result.conflicts, now, verify)
     announced = [
         event
         for event, new in zip(result.conflicts, stored, strict=True)

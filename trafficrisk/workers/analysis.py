@@ -1,4 +1,4 @@
-"""One frame through the detect stage: decode, detect, the camera's scene, group, crop.
+"""One frame through the detect stage: decode, detect, the camera's scene, group.
 
 Plain Python over a Detector; the detect task feeds it a JPEG from Redis and the
 camera's scene step (the shared state in Redis), `trafficrisk evaluate` a JPEG of a
@@ -26,7 +26,7 @@ from trafficrisk.messages import (
     RiskLevel,
 )
 from trafficrisk.workers.detection import Detector
-from trafficrisk.workers.rules import LlmGate, build_groups
+from trafficrisk.workers.rules import build_groups
 from trafficrisk.workers.scene import SceneStep
 
 CROP_PADDING = 0.15
@@ -40,15 +40,13 @@ class FrameDecodeError(ValueError):
 class FrameAnalysis:
     detections: tuple[Detection, ...]
     groups: tuple[Group, ...]
-    # Crops (JPEG) of the groups the gate sends to the LLM, by group id.
-    crops: dict[str, bytes] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     crossings: tuple[LineCrossing, ...] = ()
     conflicts: tuple[ConflictEvent, ...] = ()
     scale: Literal["calibrated", "approximate"] = "approximate"
 
     def to_result(self, ref: FrameRef, detector: str, llm_enabled: bool, queue_wait_s: float) -> FrameResult:
-        """The frame's result with the rules' verdicts (the LLM's replace them in aggregate)."""
+        """The frame's result with the rules' verdicts (the LLM verifies conflicts, not frames)."""
         return FrameResult(
             camera_id=ref.camera_id,
             frame_id=ref.frame_id,
@@ -93,13 +91,11 @@ def crop_box(image: np.ndarray, box: Box, padding: float = CROP_PADDING) -> np.n
 
 
 class FrameAnalyzer:
-    def __init__(self, detector: Detector, gate: LlmGate, jpeg_quality: int = 85) -> None:
+    def __init__(self, detector: Detector) -> None:
         self.detector = detector
-        self.gate = gate
-        self.jpeg_quality = jpeg_quality
 
-    def analyze(self, jpeg: bytes, *, want_crops: bool, scene: SceneStep) -> FrameAnalysis:
-        """Detections, the scene they make and its groups; crops only when an LLM will see them."""
+    def analyze(self, jpeg: bytes, *, scene: SceneStep) -> FrameAnalysis:
+        """Detections, the scene they make and its groups."""
         started = time.perf_counter()
         image = decode_jpeg(jpeg)
         decoded = time.perf_counter()
@@ -107,19 +103,10 @@ class FrameAnalyzer:
         inferred = time.perf_counter()
         seen = scene(detections)
         groups = build_groups(seen.detections, seen.pairs, seen.conflicts)
-        crops = {}
-        if want_crops:
-            crops = {
-                g.group_id: encode_jpeg(crop_box(image, g.box), self.jpeg_quality)
-                for g in groups
-                if self.gate.wants_llm(g.prescore)
-            }
         finished = time.perf_counter()
         timings = {
             "decode_s": round(decoded - started, 4),
             "inference_s": round(inferred - decoded, 4),
             "postprocess_s": round(finished - inferred, 4),
         }
-        return FrameAnalysis(
-            seen.detections, groups, crops, timings, seen.crossings, seen.conflicts, seen.scale
-        )
+        return FrameAnalysis(seen.detections, groups, timings, seen.crossings, seen.conflicts, seen.scale)

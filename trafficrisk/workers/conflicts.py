@@ -35,6 +35,7 @@ class Thresholds:
     serious_drac: float = 3.4  # m/s², the AASHTO comfortable-braking limit
     confirm_frames: int = 2
     end_after_s: float = 1.5
+    verify_potential_after_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,28 @@ def advance_conflicts(
     for key, record in records.items():
         if key not in seen:
             record = {**record, "event": {**record["event"], "change": ConflictChange.UPDATED}}
-        if frame.at - record["in_range_at"] > limits.end_after_s:
-            if record["confirmed"]:
-                events.append(ConflictEvent.from_wire({**record["event"], "change": ConflictChange.ENDED}))
-            continue
-        kept[key] = record
+        ended = frame.at - record["in_range_at"] > limits.end_after_s
+        if ended:
+            record = {**record, "event": {**record["event"], "change": ConflictChange.ENDED}}
         if record["confirmed"]:
+            record = _asked(record, frame, limits, ended)
             events.append(ConflictEvent.from_wire(record["event"]))
+        if not ended:
+            kept[key] = record
     return events, {"open": kept}
+
+
+def _asked(record: dict[str, Any], frame: Frame, limits: Thresholds, ending: bool) -> dict[str, Any]:
+    """The record with `to_verify` set on the version that asks for the LLM's verification:
+    a serious event at once; a potential one once it has lasted `verify_potential_after_s`,
+    or as it ends (by then its whole encounter is in view). Once per severity: one call an
+    event, or two when it turns serious after its potential verification."""
+    event = record["event"]
+    rank = ConflictSeverity(event["severity"]).rank
+    asked = record.get("asked", -1)
+    lasted = frame.at - event["start_at"] >= limits.verify_potential_after_s
+    wanted = rank > asked and (rank == ConflictSeverity.SERIOUS.rank or lasted or ending)
+    return {**record, "asked": max(asked, rank) if wanted else asked, "event": {**event, "to_verify": wanted}}
 
 
 def _new(pair: PairObservation, frame: Frame) -> dict[str, Any]:
@@ -181,6 +196,7 @@ def _observed(
         change = ConflictChange.UPDATED
     event.update(severity=severity, change=change)
     return {
+        **record,  # what it asked for verification, too
         "event": event,
         "confirmed": confirmed,
         "streak": streak,

@@ -1,4 +1,5 @@
-"""An alert's evidence as images and video: the group's crop and a short clip around it."""
+"""Images and video of what was seen: an alert's crop and clip, and the crops of a
+conflict's frames that the LLM is shown."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 from trafficrisk.messages import Box, FrameResult
 from trafficrisk.workers.analysis import crop_box, decode_jpeg, encode_jpeg
 
+IMAGE_SIDE = 512  # px, the longer side of each crop the LLM sees: a 512 px tile in OpenAI's accounting
+MOSAIC_WIDTH = 1024  # px at most, for backends that take one image
 CLIP_WIDTH = 480  # small enough for hundreds of clips in Redis, big enough to see who did what
 CLIP_MAX_FRAMES = 60
 # WebM with VP8: Chromium and Firefox play it, and OpenCV's bundled FFmpeg writes it
@@ -61,8 +64,36 @@ def group_box(history: Sequence[FrameResult], frame_id: str, group_id: str) -> B
     return None
 
 
-def clip_results(history: Sequence[FrameResult], around: float, before_s: float,
-                 after_s: float) -> list[FrameResult]:
+def clip_results(
+    history: Sequence[FrameResult], around: float, before_s: float, after_s: float
+) -> list[FrameResult]:
     """The frames captured from `before_s` before `around` to `after_s` after, in order."""
     chosen = {r.seq: r for r in history if around - before_s <= r.captured_at <= around + after_s}
     return [chosen[seq] for seq in sorted(chosen)][:CLIP_MAX_FRAMES]
+
+
+def crops(frames: Sequence[bytes | None], box: Box, quality: int = 85) -> list[bytes]:
+    """Each frame that is still there, cut to the box (with a margin), longer side IMAGE_SIDE at most."""
+    return [
+        encode_jpeg(_fit(crop_box(decode_jpeg(jpeg), box), IMAGE_SIDE), quality) for jpeg in frames if jpeg
+    ]
+
+
+def mosaic(images: Sequence[bytes], quality: int = 85) -> bytes:
+    """The crops side by side in time order, as one image for single-image backends."""
+    decoded = [decode_jpeg(jpeg) for jpeg in images]
+    height = min(image.shape[0] for image in decoded)
+    row = np.hstack(
+        [cv2.resize(i, (max(1, round(i.shape[1] * height / i.shape[0])), height)) for i in decoded]
+    )
+    return encode_jpeg(_fit(row, MOSAIC_WIDTH), quality)
+
+
+def _fit(image: np.ndarray, side: int) -> np.ndarray:
+    if image.size == 0:
+        raise ValueError("the box is outside the frame")
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

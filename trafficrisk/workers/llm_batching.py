@@ -1,8 +1,8 @@
-"""Groups judged together: several crops in one LLM request, one verdict each.
+"""Conflicts verified together: several conflicts' images in one LLM request, one verdict each.
 
-Assess threads that want a verdict at about the same moment (the groups of one
-frame, or of frames a moment apart) join one batch; its first thread waits up to
-`max_wait_s` for up to `max_batch` groups, sends them as one multi-image request
+Assess threads that want a verdict at about the same moment (the conflicts one frame
+opened, or of frames a moment apart) join one batch; its first thread waits up to
+`max_wait_s` for up to `max_batch` conflicts, sends them as one multi-image request
 and hands each thread its own verdict. A batch is one request against the key's
 requests per minute and pays the instructions once, for backends that take
 several images in a prompt. High and low priority never share a batch: low work
@@ -22,7 +22,7 @@ from trafficrisk.workers.llm import LlmClient, LlmError, LlmReply
 
 @dataclass(frozen=True)
 class Question:
-    crop_jpeg: bytes
+    images: tuple[bytes, ...]
     context: str
     key_wait_s: float | None
 
@@ -35,19 +35,19 @@ class BatchedLlm:
         self._batchers = {high: LeaderBatcher[Question, LlmReply | LlmError](
             partial(self._ask, high), max_batch=max_batch, max_wait_s=max_wait_s) for high in (True, False)}
 
-    def assess(self, crop_jpeg: bytes, context: str, *, high: bool = False,
+    def assess(self, images: Sequence[bytes], context: str, *, high: bool = False,
                key_wait_s: float | None = None) -> LlmReply:
-        reply = self._batchers[high].run(Question(crop_jpeg, context, key_wait_s))
+        reply = self._batchers[high].run(Question(tuple(images), context, key_wait_s))
         if isinstance(reply, LlmError):
             raise reply
         return reply
 
     def _ask(self, high: bool, questions: Sequence[Question]) -> list[LlmReply | LlmError]:
-        if len(questions) == 1:  # a lone group goes as a plain single-image call
+        if len(questions) == 1:  # a lone conflict goes as a plain call
             only = questions[0]
-            return [self.client.assess(only.crop_jpeg, only.context, high=high, key_wait_s=only.key_wait_s)]
+            return [self.client.assess(only.images, only.context, high=high, key_wait_s=only.key_wait_s)]
         waits = [q.key_wait_s for q in questions if q.key_wait_s is not None]
-        return self.client.assess_batch([(q.crop_jpeg, q.context) for q in questions], high=high,
+        return self.client.assess_batch([(q.images, q.context) for q in questions], high=high,
                                         key_wait_s=min(waits) if waits else None)
 
     def batch_sizes(self, high: bool) -> list[int]:
@@ -55,8 +55,9 @@ class BatchedLlm:
 
 
 def frame_batches(requests: Sequence[AssessRequest], max_batch: int) -> list[list[AssessRequest]]:
-    """A frame's groups as assess tasks: high and low apart, up to `max_batch` a task, in
-    order. One task reaches one assess process, so its groups can share a request there."""
+    """Conflicts queued together as assess tasks: high and low apart, up to `max_batch` a
+    task, in order. One task reaches one assess process, so its conflicts can share a
+    request there."""
     batches = []
     for high in (True, False):
         same = [r for r in requests if r.high_priority is high]

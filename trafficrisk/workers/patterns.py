@@ -26,6 +26,7 @@ from trafficrisk.messages import (
     FrameResult,
     RiskLevel,
     VerdictSource,
+    Verification,
 )
 from trafficrisk.workers.road_users import VEHICLES, canonical_label
 from trafficrisk.workers.rules import describe
@@ -228,6 +229,8 @@ class ConflictPattern(PatternBase):
                     "reason": f"{event.severity} {risk_type}: {describe(event)}"[:400],
                     "source": str(VerdictSource.RULES),
                     "where": list(event.location) if event.location else None,
+                    "conflicts": [event.conflict_id],
+                    "verification": str(Verification.UNVERIFIED),
                 }
             )
         return found

@@ -1,5 +1,4 @@
-"""The rules: a frame's groups and their verdicts, which follow from its conflict events,
-and the gate that decides which groups are worth an LLM call, at which priority.
+"""The rules: a frame's groups and their verdicts, which follow from its conflict events.
 
 A group is road users linked by an open conflict event or by standing close (their
 footprints within `PROXIMITY_M`, a vehicle among them). Its level comes from the most
@@ -11,7 +10,6 @@ a parked van is no danger, and one still frame cannot tell more.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from trafficrisk.messages import (
     Box,
@@ -28,7 +26,7 @@ from trafficrisk.workers.road_users import is_vehicle
 
 PROXIMITY_M = 2.0
 
-# Pre-scores (0..1) and levels: the LLM gate and the dashboard go by them.
+# Pre-scores (0..1) and levels: the dashboard goes by them.
 SERIOUS_SCORE, POTENTIAL_SCORE, CLOSE_SCORE = 0.8, 0.5, 0.25
 _LEVEL_FLOORS = ((0.7, RiskLevel.HIGH), (0.4, RiskLevel.MEDIUM), (0.2, RiskLevel.LOW))
 
@@ -134,17 +132,3 @@ def describe(conflict: ConflictEvent) -> str:
     if conflict.approximate:
         parts.append("approximate scale")
     return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class LlmGate:
-    """Which groups are worth an LLM call, and which of those jump the queue."""
-
-    min_score: float = 0.4
-    high_priority_score: float = 0.6
-
-    def wants_llm(self, prescore: float) -> bool:
-        return prescore >= self.min_score
-
-    def is_high_priority(self, prescore: float) -> bool:
-        return prescore >= self.high_priority_score

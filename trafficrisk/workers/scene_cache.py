@@ -1,11 +1,12 @@
 """A per-camera cache of LLM verdicts for scenes seen a moment ago.
 
 A fixed camera shows the same scene many times: a van parked by a pedestrian
-crossing gives nearly the same crop frame after frame. A verdict is reused when
-the new crop looks the same (a 64-bit difference hash within a few bits) and its
-measured geometry falls in the same coarse buckets (the classes, the rules level,
-and each pair's gap, to 10 m, and time-to-collision band). Entries live for a TTL and
-belong to one camera: nothing is shared across cameras.
+crossing, measured into one conflict event after another as its tracks are lost and
+found, gives nearly the same images each time. A verdict is reused when the new
+conflict's images look the same (a 64-bit difference hash of the last within a few
+bits) and its measures fall in the same coarse buckets (the classes, kind, type,
+severity, and time-to-collision and PET bands). Entries live for a TTL and belong to
+one camera: nothing is shared across cameras.
 
 The Redis client is handed in: this module imports no redis.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from trafficrisk.messages import Group, Verdict, VerdictSource
+from trafficrisk.messages import ConflictEvent, Verdict, VerdictSource
 
 PREFIX = "tr:llmcache:"
 MAX_DISTANCE_BITS = 6  # of 64: small shifts of light and pose, not another scene
@@ -38,16 +39,23 @@ def difference_hash(jpeg: bytes) -> int | None:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def _ttc_band(ttc_s: float | None) -> str:
-    if ttc_s is None:
+def _band(seconds: float | None, serious: float) -> str:
+    if seconds is None:
         return "none"
-    return "serious" if ttc_s <= 1.5 else "potential" if ttc_s <= 3.0 else "far"
+    return "serious" if seconds <= serious else "potential"
 
 
-def geometry_signature(group: Group) -> str:
-    """Coarse enough that a scene a moment later matches, fine enough that a change of risk does not."""
-    pairs = sorted(f"{round(p.gap_m, -1):g}:{_ttc_band(p.ttc_s)}" for p in group.pairs)
-    parts = [",".join(sorted(group.labels)), str(group.rules_verdict.risk_level), *pairs]
+def geometry_signature(event: ConflictEvent) -> str:
+    """Coarse enough that the same scene a moment later matches, fine enough that a change
+    of risk does not."""
+    parts = [
+        ",".join(sorted((event.first_label, event.second_label))),
+        event.kind,
+        event.conflict_type,
+        str(event.severity),
+        _band(event.min_ttc_s, 1.5),
+        _band(event.pet_s, 1.0),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -57,19 +65,19 @@ class SceneCache:
         self.ttl_s = ttl_s
         self.clock = clock  # wall-clock seconds; a benchmark replaying video gives video time
 
-    def _key(self, camera_id: str, group: Group) -> str:
-        return f"{PREFIX}{camera_id}:{geometry_signature(group)}"
+    def _key(self, event: ConflictEvent) -> str:
+        return f"{PREFIX}{event.camera_id}:{geometry_signature(event)}"
 
-    def lookup(self, camera_id: str, group: Group, crop: bytes) -> Verdict | None:
+    def lookup(self, event: ConflictEvent, image: bytes) -> Verdict | None:
         """A verdict for a scene like this one on this camera, marked `source=cache`."""
         if self.ttl_s <= 0:
             return None
-        fingerprint = difference_hash(crop)
+        fingerprint = difference_hash(image)
         if fingerprint is None:
             return None
         now = self.clock()
         best: tuple[int, Verdict] | None = None
-        for raw_hash, raw in self.client.hgetall(self._key(camera_id, group)).items():
+        for raw_hash, raw in self.client.hgetall(self._key(event)).items():
             entry = json.loads(raw)
             distance = (int(raw_hash) ^ fingerprint).bit_count()
             if entry["at"] >= now - self.ttl_s and distance <= MAX_DISTANCE_BITS \
@@ -77,13 +85,13 @@ class SceneCache:
                 best = (distance, Verdict.model_validate(entry["verdict"]))
         return best[1].model_copy(update={"source": VerdictSource.CACHE}) if best else None
 
-    def store(self, camera_id: str, group: Group, crop: bytes, verdict: Verdict) -> None:
+    def store(self, event: ConflictEvent, image: bytes, verdict: Verdict) -> None:
         if self.ttl_s <= 0:
             return
-        fingerprint = difference_hash(crop)
+        fingerprint = difference_hash(image)
         if fingerprint is None:
             return
-        key = self._key(camera_id, group)
+        key = self._key(event)
         entry = json.dumps({"at": self.clock(), "verdict": verdict.to_wire()})
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(key, str(fingerprint), entry)

@@ -21,8 +21,12 @@ from trafficrisk.messages import (
     FrameResult,
     MinuteCounts,
     RiskLevel,
+    Verdict,
+    VerdictSource,
+    Verification,
 )
 from trafficrisk.settings import Settings
+from trafficrisk.workers.verification import is_held, verified
 from trafficrisk.workers.windows import MINUTE_S, minute_counts, minute_start, minutes_between, window_counts
 
 PREFIX = "tr:"
@@ -147,13 +151,16 @@ end
 # A conflict event's newest version, once: versions are ordered by the seq of the frame
 # that made them, so a redelivered or late result never takes a record back. The
 # oldest beyond the cap or the retention go.
-# KEYS: index, the record. ARGV: id, event JSON, start time, seq, retention, cap, now, prefix.
+# A version that asks for verification joins the camera's conflicts to verify.
+# KEYS: index, the record, the camera's to-verify set. ARGV: id, event JSON, start time,
+# seq, retention, cap, now, prefix, to verify (1 or 0).
 # Returns 1 when this version was stored, 0 when a newer one was there.
 _SAVE_CONFLICT = """
 local current = redis.call('HGET', KEYS[2], 'seq')
 if current and tonumber(current) >= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'event', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[9] == '1' then redis.call('SADD', KEYS[3], ARGV[1]) end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 local gone = redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[6]) - 1)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[7]) - tonumber(ARGV[5]))) do
@@ -167,12 +174,21 @@ return 1
 """
 
 
+# A conflict's verdict, unless a weightier one is there: a graver severity's, and at one
+# severity the LLM's over a fallback (a failed call of a redelivered request).
+# KEYS: the record. ARGV: verdict JSON, weight. Returns the event JSON, or nil.
+_SAVE_VERDICT = """
+local event = redis.call('HGET', KEYS[1], 'event')
+if not event then return nil end
+local weight = redis.call('HGET', KEYS[1], 'verdict_weight')
+if weight and tonumber(weight) > tonumber(ARGV[2]) then return nil end
+redis.call('HSET', KEYS[1], 'verdict', ARGV[1], 'verdict_weight', ARGV[2])
+return event
+"""
+
+
 def frame_key(camera_id: str, seq: int) -> str:
     return f"{PREFIX}frame:{camera_id}:{seq}"
-
-
-def crop_key(frame_id: str, group_id: str) -> str:
-    return f"{PREFIX}crop:{frame_id}:{group_id}"
 
 
 def in_flight_key(camera_id: str) -> str:
@@ -243,6 +259,18 @@ def opening_lease_key(alert_id: str) -> str:
     return f"{PREFIX}opening_lease:{alert_id}"
 
 
+def to_verify_key(camera_id: str) -> str:
+    return f"{PREFIX}to_verify:{camera_id}"
+
+
+def verify_lease_key(conflict_id: str) -> str:
+    return f"{PREFIX}verify_lease:{conflict_id}"
+
+
+def conflict_alerts_key(conflict_id: str) -> str:
+    return f"{PREFIX}conflict_alerts:{conflict_id}"
+
+
 def evidence_key(alert_id: str, kind: str) -> str:
     return f"{PREFIX}evidence:{alert_id}:{kind}"
 
@@ -268,8 +296,10 @@ class Store:
         evidence_alerts: int = 500,
         conflicts_length: int = 5000,
         conflicts_retention_s: int = 7 * 86400,
+        resolve_rejected: bool = True,
     ) -> None:
         self.client = client
+        self.resolve_rejected = resolve_rejected
         self.frame_ttl_s = frame_ttl_s
         self.history_length = history_length
         self.alerts_length = alerts_length
@@ -280,6 +310,7 @@ class Store:
         self.conflicts_length = conflicts_length
         self.conflicts_retention_s = conflicts_retention_s
         self._save_conflict = client.register_script(_SAVE_CONFLICT)
+        self._save_verdict = client.register_script(_SAVE_VERDICT)
         self._save_result = client.register_script(_SAVE_RESULT)
         self._add_alert = client.register_script(_ADD_ALERT)
         self._put_evidence = client.register_script(_PUT_EVIDENCE)
@@ -298,16 +329,12 @@ class Store:
             evidence_alerts=settings.evidence_alerts,
             conflicts_length=settings.conflicts_length,
             conflicts_retention_s=settings.conflicts_retention_s,
+            resolve_rejected=settings.resolve_rejected,
         )
 
     # Frames and crops: short-lived JPEG blobs that only their key travels for.
     def put_frame(self, camera_id: str, seq: int, jpeg: bytes) -> str:
         return self.put_frames([(camera_id, seq, jpeg)])[0]
-
-    def put_crop(self, frame_id: str, group_id: str, jpeg: bytes) -> str:
-        key = crop_key(frame_id, group_id)
-        self.client.set(key, jpeg, ex=self.frame_ttl_s)
-        return key
 
     def get_blob(self, key: str) -> bytes | None:
         blob: bytes | None = self.client.get(key)
@@ -427,13 +454,14 @@ class Store:
 
     # Conflict events: the newest version of each, indexed by start time.
     def save_conflicts(
-        self, events: tuple[ConflictEvent, ...] | list[ConflictEvent], now: float
+        self, events: tuple[ConflictEvent, ...] | list[ConflictEvent], now: float, verify: bool = False
     ) -> list[bool]:
-        """Store each event's version unless a newer one is there; which were stored."""
+        """Store each event's version unless a newer one is there; which were stored. With
+        `verify`, the versions that ask for verification wait for it (`claim_verifications`)."""
         pipe = self.client.pipeline(transaction=False)
         for event in events:
             self._save_conflict(
-                keys=[CONFLICTS_KEY, conflict_key(event.conflict_id)],
+                keys=[CONFLICTS_KEY, conflict_key(event.conflict_id), to_verify_key(event.camera_id)],
                 client=pipe,
                 args=[
                     event.conflict_id,
@@ -444,13 +472,52 @@ class Store:
                     self.conflicts_length,
                     now,
                     PREFIX,
+                    int(event.to_verify and verify),
                 ],
             )
         return [bool(stored) for stored in pipe.execute()] if events else []
 
     def get_conflict(self, conflict_id: str) -> ConflictEvent | None:
-        raw = self.client.hget(conflict_key(conflict_id), "event")
-        return ConflictEvent.from_wire(raw) if raw else None
+        return _with_verdict(*self.client.hmget(conflict_key(conflict_id), "event", "verdict"))
+
+    def save_verdict(
+        self, conflict_id: str, verdict: Verdict, severity: ConflictSeverity
+    ) -> ConflictEvent | None:
+        """Keep a conflict's verdict unless a weightier one is there (a graver severity's, or the
+        LLM's over a fallback); the event with it, or None when it was not kept."""
+        weight = severity.rank * 2 + (verdict.source is not VerdictSource.FALLBACK)
+        raw = self._save_verdict(keys=[conflict_key(conflict_id)], args=[verdict.model_dump_json(), weight])
+        return _with_verdict(raw, verdict.model_dump_json()) if raw else None
+
+    # Work that waits in a per-camera set until a worker has done it (opening an alert,
+    # queueing a verification): claimed with a lease, so a stopped worker loses none of it.
+    def _claim(self, waiting_key: str, lease_key: Callable[[str], str], lease_s: float) -> list[str]:
+        return [
+            member.decode()
+            for member in self.client.smembers(waiting_key)
+            if self.client.set(lease_key(member.decode()), b"1", nx=True, px=int(lease_s * 1000))
+        ]
+
+    def _done(self, waiting_key: str, lease_key: str, member: str) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.srem(waiting_key, member)
+            pipe.delete(lease_key)
+            pipe.execute()
+
+    def claim_verifications(self, camera_id: str, lease_s: float = OPENING_LEASE_S) -> list[ConflictEvent]:
+        """The camera's conflicts waiting to be sent for verification that no other worker
+        is sending, at their newest version (each leased to the caller until `verification_queued`)."""
+        claimed = []
+        for conflict_id in self._claim(to_verify_key(camera_id), verify_lease_key, lease_s):
+            event = self.get_conflict(conflict_id)
+            if event is None:  # gone past its retention or the cap
+                self._done(to_verify_key(camera_id), verify_lease_key(conflict_id), conflict_id)
+            else:
+                claimed.append(event)
+        return claimed
+
+    def verification_queued(self, event: ConflictEvent) -> None:
+        self._done(to_verify_key(event.camera_id), verify_lease_key(event.conflict_id), event.conflict_id)
 
     def conflicts(
         self,
@@ -465,8 +532,8 @@ class Store:
         def load(ids: list[bytes]) -> list[ConflictEvent]:
             pipe = self.client.pipeline(transaction=False)
             for raw_id in ids:
-                pipe.hget(conflict_key(raw_id.decode()), "event")
-            return [ConflictEvent.from_wire(raw) for raw in pipe.execute() if raw is not None]
+                pipe.hmget(conflict_key(raw_id.decode()), "event", "verdict")
+            return [event for fields in pipe.execute() if (event := _with_verdict(*fields)) is not None]
 
         def wanted(event: ConflictEvent) -> bool:
             return (camera_id is None or event.camera_id == camera_id) and (
@@ -617,17 +684,20 @@ class Store:
         def attempt(pipe: Any) -> list[Alert]:
             raw = pipe.get(key)
             alerts, state = advance(json.loads(raw) if raw else None)
+            new = self._with_verdicts([a for a in alerts if not a.escalated], now, pipe)
             escalated = self._escalations([a for a in alerts if a.escalated], now, pipe)
             pipe.multi()
             pipe.set(key, json.dumps(state), ex=PATTERNS_TTL_S)
-            for alert in alerts:
-                if alert.escalated:
-                    continue
+            for alert in new:
                 self._queue_alert(alert, now, pipe)
                 pipe.sadd(opening_key(camera_id), alert.alert_id)
             for alert in escalated:
                 pipe.set(alert_key(alert.alert_id), alert.model_dump_json(), keepttl=True)
-            return [a for a in alerts if not a.escalated] + escalated
+            for alert in new + escalated:
+                for conflict_id in alert.conflicts:  # where a verdict finds its alerts
+                    pipe.sadd(conflict_alerts_key(conflict_id), alert.alert_id)
+                    pipe.expire(conflict_alerts_key(conflict_id), self.conflicts_retention_s)
+            return new + escalated
 
         alerts: list[Alert] = self.client.transaction(attempt, key, value_from_callable=True)
         return alerts
@@ -650,9 +720,46 @@ class Store:
                         "reason": alert.reason,
                         "updated_at": now,
                         "escalated": True,
+                        "conflicts": tuple(dict.fromkeys(stored.conflicts + alert.conflicts)),
                     }
                 )
             )
+        return changed
+
+    def _with_verdicts(self, alerts: list[Alert], now: float, pipe: Any) -> list[Alert]:
+        """New alerts with the verdicts their conflicts already have (watched: a verdict
+        recorded meanwhile finds the alert, or the transaction runs again and sees it)."""
+        kept = []
+        for alert in alerts:
+            verdict = None
+            for conflict_id in alert.conflicts:
+                pipe.watch(conflict_key(conflict_id))
+                raw = pipe.hget(conflict_key(conflict_id), "verdict")
+                verdict = Verdict.from_wire(raw) if raw else verdict
+            kept.append(verified(alert, verdict, self.resolve_rejected, now) if verdict else alert)
+        return kept
+
+    def verify_alerts(self, event: ConflictEvent, now: float) -> list[tuple[Alert, bool]]:
+        """The conflict's alerts with its verdict, each with whether it has been opened
+        already (one still waiting to open goes out verified when it does)."""
+        assert event.verdict is not None
+        changed = []
+        for raw_id in self.client.smembers(conflict_alerts_key(event.conflict_id)):
+            alert_id = raw_id.decode()
+
+            def attempt(pipe: Any, alert_id: str = alert_id) -> Alert | None:
+                raw = pipe.get(alert_key(alert_id))
+                if raw is None:
+                    return None
+                alert = verified(Alert.from_wire(raw), event.verdict, self.resolve_rejected, now)  # type: ignore[arg-type]
+                pipe.multi()
+                pipe.set(alert_key(alert_id), alert.model_dump_json(), keepttl=True)
+                return alert
+
+            alert = self.client.transaction(attempt, alert_key(alert_id), value_from_callable=True)
+            if alert is not None:
+                waiting = self.client.sismember(opening_key(alert.camera_id), alert_id)
+                changed.append((self._with_evidence([alert])[0], not waiting))
         return changed
 
     # Alerts: one key each (their state changes), indexed by creation time.
@@ -678,24 +785,25 @@ class Store:
         """Store an alert; False when that very alert was already there (a redelivery)."""
         return bool(self._queue_alert(alert, now, self.client))
 
-    def claim_alerts_to_open(self, camera_id: str, lease_s: float = OPENING_LEASE_S) -> list[Alert]:
+    def claim_alerts_to_open(
+        self, camera_id: str, *, now: float = 0.0, wait_s: float = 0.0, lease_s: float = OPENING_LEASE_S
+    ) -> list[Alert]:
         """The camera's alerts not opened yet that no other worker is opening (each now
-        leased to the caller, until `alert_opened` or the lease runs out)."""
+        leased to the caller, until `alert_opened` or the lease runs out), but those that
+        still wait for their verdict (up to `wait_s`)."""
         claimed = []
-        for raw_id in self.client.smembers(opening_key(camera_id)):
-            alert_id = raw_id.decode()
+        for alert_id in self._claim(opening_key(camera_id), opening_lease_key, lease_s):
             alert = self.get_alert(alert_id)
             if alert is None:  # gone past its retention or the cap
-                self.client.srem(opening_key(camera_id), alert_id)
-            elif self.client.set(opening_lease_key(alert_id), b"1", nx=True, px=int(lease_s * 1000)):
+                self._done(opening_key(camera_id), opening_lease_key(alert_id), alert_id)
+            elif is_held(alert, wait_s, now):
+                self.client.delete(opening_lease_key(alert_id))
+            else:
                 claimed.append(alert)
         return sorted(claimed, key=lambda alert: alert.created_at)
 
     def alert_opened(self, alert: Alert) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.srem(opening_key(alert.camera_id), alert.alert_id)
-            pipe.delete(opening_lease_key(alert.alert_id))
-            pipe.execute()
+        self._done(opening_key(alert.camera_id), opening_lease_key(alert.alert_id), alert.alert_id)
 
     def get_alert(self, alert_id: str) -> Alert | None:
         raw = self.client.get(alert_key(alert_id))
@@ -728,15 +836,17 @@ class Store:
         level: RiskLevel | None = None,
         since: float | None = None,
         state: AlertState | None = None,
+        verification: Verification | None = None,
         limit: int = 100,
     ) -> list[Alert]:
-        """Newest first, filtered by camera, minimum level, creation time and state."""
+        """Newest first, filtered by camera, minimum level, creation time, state and verification."""
 
         def wanted(alert: Alert) -> bool:
             return (
                 (camera_id is None or alert.camera_id == camera_id)
                 and (level is None or alert.risk_level.rank >= level.rank)
                 and (state is None or alert.state is state)
+                and (verification is None or alert.verification is verification)
             )
 
         return self._with_evidence(
@@ -781,3 +891,11 @@ class Store:
         return [
             a.model_copy(update={"evidence": tuple(k for k in EVIDENCE_KINDS if next(found))}) for a in alerts
         ]
+
+
+def _with_verdict(event: bytes | None, verdict: bytes | str | None) -> ConflictEvent | None:
+    """A stored conflict event with its verdict, kept beside it so that versions never erase it."""
+    if event is None:
+        return None
+    conflict = ConflictEvent.from_wire(event)
+    return conflict.model_copy(update={"verdict": Verdict.from_wire(verdict)}) if verdict else conflict

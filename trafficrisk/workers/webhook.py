@@ -39,6 +39,7 @@ class WebhookEvent(StrEnum):
     ESCALATED = "alert.escalated"
     ACKNOWLEDGED = "alert.acknowledged"
     RESOLVED = "alert.resolved"
+    VERIFIED = "alert.verified"  # the LLM's verdict came (an alert may be verified twice)
 
     @classmethod
     def from_state(cls, state: AlertState) -> WebhookEvent:
@@ -53,14 +54,21 @@ class DeliveryOutcome(StrEnum):
     FINAL = "final"  # refused for good: trying again would get the same answer
 
 
-def delivery_id(alert_id: str, event: WebhookEvent) -> str:
-    """The same id on every try of one (alert, event), so a receiver can drop the repeats."""
-    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{alert_id}/{event.value}"))
+def delivery_id(alert_id: str, event: WebhookEvent, version: str = "") -> str:
+    """The same id on every try of one (alert, event), so a receiver can drop the repeats;
+    `version` tells apart changes an alert may go through more than once (verifications)."""
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{alert_id}/{event.value}{'/' + version if version else ''}"))
+
+
+def delivery_of(event: WebhookEvent, alert: Alert) -> str:
+    """The delivery id of this change of this alert."""
+    version = f"{alert.verification}@{alert.updated_at!r}" if event is WebhookEvent.VERIFIED else ""
+    return delivery_id(alert.alert_id, event, version)
 
 
 def webhook_body(event: WebhookEvent, alert: Alert) -> bytes:
     """The JSON posted. Built from the alert alone, so every try sends the same bytes."""
-    payload = {"event": event.value, "delivery_id": delivery_id(alert.alert_id, event),
+    payload = {"event": event.value, "delivery_id": delivery_of(event, alert),
                "alert": alert.to_wire()}
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
@@ -71,7 +79,7 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return SIGNATURE_PREFIX + digest
 
 
-def webhook_headers(event: WebhookEvent, alert_id: str, body: bytes, secret: bytes | None,
+def webhook_headers(event: WebhookEvent, delivery: str, body: bytes, secret: bytes | None,
                     timestamp: int) -> dict[str, str]:
     """The headers of one try; signed when there is a secret. A fresh timestamp each try
     keeps a late retry inside the receiver's tolerance."""
@@ -79,7 +87,7 @@ def webhook_headers(event: WebhookEvent, alert_id: str, body: bytes, secret: byt
         "Content-Type": "application/json",
         "User-Agent": "trafficrisk-webhooks/1",
         EVENT_HEADER: event.value,
-        DELIVERY_HEADER: delivery_id(alert_id, event),
+        DELIVERY_HEADER: delivery,
         TIMESTAMP_HEADER: str(timestamp),
     }
     if secret is not None:

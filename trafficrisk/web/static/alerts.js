@@ -1,13 +1,15 @@
 // The alert feed: newest first, each with its evidence thumbnail, the LLM's reason (as
 // text: it is model output), its state and the buttons that move it on. Live `alert`
-// events add new alerts and update known ones in place.
+// events add new alerts and update known ones in place. A conflict's alert also shows
+// what the LLM made of the conflict (verification.js).
 
 import { alertPath, getJson, query, request } from "./api.js";
 import { RISK_LEVELS, el, timeOf } from "./dom.js";
+import { verificationOf, verificationView } from "./verification.js";
 
 const SHOWN = 50;
 const items = new Map();
-let filters = { camera: "", level: "", state: "" };
+let filters = { camera: "", level: "", state: "", verification: "" };
 
 const list = () => document.getElementById("alerts");
 
@@ -45,7 +47,8 @@ function matchesFilters(alert) {
   const rank = (level) => RISK_LEVELS.indexOf(level);
   return (!filters.camera || alert.camera_id === filters.camera)
     && (!filters.level || rank(alert.risk_level) >= rank(filters.level))
-    && (!filters.state || alert.state === filters.state);
+    && (!filters.state || alert.state === filters.state)
+    && (!filters.verification || alert.verification === filters.verification);
 }
 
 function forget(alertId) {
@@ -65,6 +68,10 @@ function render(item, alert) {
   item.className = `alert ${alert.risk_level} state-${state}`;
   item.dataset.alertId = alert.alert_id;
   item.dataset.state = state;
+  // null: not a conflict's alert, nothing to verify.
+  const verification = alert.verification == null ? null : verificationOf(alert.verdict, alert.verification);
+  if (verification) item.dataset.verification = verification;
+  else delete item.dataset.verification;
   const head = el("div", { className: "alert-head" },
     el("span", { className: `level-chip ${alert.risk_level}`, text: alert.risk_level.toUpperCase() }),
     el("span", { className: "camera", text: alert.camera_id }),
@@ -73,6 +80,7 @@ function render(item, alert) {
     head,
     el("div", { className: "pattern", text: `${alert.pattern ?? "alert"} · ${alert.risk_type} · ${alert.source}` }),
     el("p", { className: "reason", text: alert.reason }),
+    verification && verificationView(alert.verdict, alert.verification),
     el("div", { className: "alert-actions" },
       el("span", { className: `state ${state}`, text: state }),
       actionButton(alert, "acknowledge", "Acknowledge", state === "open"),

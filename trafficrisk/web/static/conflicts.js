@@ -1,19 +1,23 @@
 // The conflict feed: conflict events, newest first, with their kind, severity and
 // measures. Live `conflict` events (opened, escalated, ended) add new ones and update
 // known ones in place. Measures on an approximate scale (fitted from pedestrians,
-// not calibrated) say so.
+// not calibrated) say so. A verified conflict shows the LLM's verdict (verification.js).
 
 import { getJson } from "./api.js";
 import { el, timeOf } from "./dom.js";
+import { verificationOf, verificationView } from "./verification.js";
 
 const SHOWN = 30;
 const items = new Map();
+// A conflict's verdict, once it came: a later version sent without one keeps showing it.
+const verdicts = new Map();
 
 const list = () => document.getElementById("conflicts");
 
 export async function loadConflicts() {
   const conflicts = await getJson(`/api/conflicts?limit=${SHOWN}`);
   items.clear();
+  verdicts.clear();
   list().replaceChildren(...conflicts.map(itemFor));
   showEmptyNote();
 }
@@ -25,6 +29,7 @@ export function onConflict(conflict) {
     list().prepend(itemFor(conflict));
     while (list().children.length > SHOWN) {
       items.delete(list().lastElementChild.dataset.conflictId);
+      verdicts.delete(list().lastElementChild.dataset.conflictId);
       list().lastElementChild.remove();
     }
   }
@@ -51,10 +56,14 @@ export function measures(conflict) {
 }
 
 function render(item, conflict) {
+  if (conflict.verdict) verdicts.set(conflict.conflict_id, conflict.verdict);
+  const verdict = verdicts.get(conflict.conflict_id);
   const ended = conflict.change === "ended";
   item.className = `conflict ${conflict.severity}${ended ? " ended" : ""}`;
   item.dataset.conflictId = conflict.conflict_id;
   item.dataset.severity = conflict.severity;
+  if (verdict) item.dataset.verification = verificationOf(verdict);
+  else delete item.dataset.verification;
   const children = [
     el("div", { className: "conflict-head" },
       el("span", { className: `severity-chip ${conflict.severity}`, text: conflict.severity }),
@@ -64,6 +73,7 @@ function render(item, conflict) {
     el("div", { className: "kind", text: `${conflict.kind} · ${conflict.conflict_type}` }),
     el("div", { className: "measures", text: measures(conflict) }),
   ];
+  if (verdict) children.push(verificationView(verdict));
   if (conflict.approximate) {
     children.push(el("div", { className: "approximate", text: "approximate scale (not calibrated)" }));
   }
