@@ -5,8 +5,9 @@
 Each scenario starts its own redis-server, the project's LLM simulator (latency drawn
 uniformly from L_min..L_max, each key limited to R requests a minute, answering 429
 beyond it) and P real assess worker processes with T threads each, sharing K keys
-through the key pool. A feeder sends real assess tasks. Over the window it reports
-verdicts per second against the bound for one group a call
+through the key pool. A feeder sends real assess tasks: conflicts to verify, each shown
+in one frame (serious ones on llm.high, potential ones on llm.low). Over the window it
+reports verdicts per second against the bound for one conflict a call
 
     min(P * T / mean latency, K * R / 60)
 
@@ -17,15 +18,15 @@ minutes (the limit is per minute): the defaults are a 61 s warm-up and a 122 s w
 
 keys, concurrency: llm.high kept full; the bound is the keys' rate, or the threads'.
 overload: twice the bound at a steady rate, a fifth of it to llm.high; the
-  high-priority wait (queued by detect to sent) p50 and p95, the low work shed and
-  the deepest the queues got.
-unbatched, batched: frames of 4 groups at 0.75 of the bound, one group a call and
+  high-priority wait (queued by aggregate as the conflict opens, to sent) p50 and p95, the
+  low work shed and the deepest the queues got.
+unbatched, batched: 4 conflicts at a time at 0.75 of the bound, one a call and
   up to 4 a call (LLM_BATCH_SIZE=4): calls, tokens per verdict and turnaround
   (queued to verdict); batched-one-process: the same with one process of 200 threads.
 concurrency-gevent, one-process-400[-gevent]: the assess pool, threads or gevent.
-batched-full: llm.high kept full, 4 groups a call: verdicts/s past the bound.
-batched-per-frame: as batched, each frame's 4 groups in one assess_many task (as
-  detect sends them with LLM_BATCH_SIZE above 1), so one process batches them.
+batched-full: llm.high kept full, 4 conflicts a call: verdicts/s past the bound.
+batched-per-frame: as batched, each 4 in one assess_many task (as aggregate sends the
+  conflicts it queues together with LLM_BATCH_SIZE above 1), so one process batches them.
 """
 
 from __future__ import annotations
@@ -273,11 +274,11 @@ def main() -> None:
 
 def describe(s: Scenario, row: dict[str, float]) -> str:
     calls = (f"{row['calls_per_s']:.2f} calls/s for {row['verdicts_per_s']:.2f} verdicts/s "
-             f"({s.batch} group{'s' if s.batch > 1 else ''} a call at most), "
+             f"({s.batch} conflict{'s' if s.batch > 1 else ''} a call at most), "
              f"{row['tokens_per_verdict']:.0f} tokens a verdict")
     if s.offered <= 0:
         return calls
-    offered = (f"offered {s.offered:g}x the bound in frames of {s.frame_groups}, {s.high_share:.0%} high: "
+    offered = (f"offered {s.offered:g}x the bound, {s.frame_groups} at a time, {s.high_share:.0%} high: "
                f"high served {row['high_served_per_s']:.2f}/s, wait p50 {row['high_wait_p50']:.2f} s, "
                f"p95 {row['high_wait_p95']:.2f} s; turnaround p50 {row['turnaround_p50']:.2f} s, "
                f"p95 {row['turnaround_p95']:.2f} s")

@@ -62,6 +62,7 @@ def submit_together(batcher: Batcher, items: list[int]) -> list[int | str]:
     return results
 
 
+@pytest.mark.slow  # waits out real batch windows of up to 0.5 s
 @pytest.mark.parametrize(
     ("max_batch", "max_wait_s", "items", "results", "largest_batch"),
     [

