@@ -174,11 +174,18 @@ class CaptureService:
             self._start_camera(wanted[camera_id])
 
     def _start_camera(self, camera: Camera) -> None:
-        log.info("camera %s: reading %s at %.1f fps", camera.id, mask_url(camera.url), camera.sample_fps)
-        reader = CameraReader(camera, lambda state, reason: self._report(camera.id, state, reason),
-                              on_frame=self.sampled.put, timeout_s=self.settings.stall_timeout_s)
+        """Start the camera's reader; one that cannot start is offline with the reason, and
+        never stops the cameras after it from starting."""
+        try:
+            log.info("camera %s: reading %s at %.1f fps", camera.id, mask_url(camera.url), camera.sample_fps)
+            reader = CameraReader(camera, lambda state, reason: self._report(camera.id, state, reason),
+                                  on_frame=self.sampled.put, timeout_s=self.settings.stall_timeout_s)
+            reader.start()
+        except Exception as error:
+            log.exception("camera %s: its reader could not start", camera.id)
+            self._report(camera.id, CameraState.OFFLINE, f"could not start: {type(error).__name__}")
+            return
         self.readers[camera.id] = reader
-        reader.start()
 
     def _stop_cameras(self, camera_ids: list[str]) -> None:
         """Stop these readers: all asked at once, then waited for."""

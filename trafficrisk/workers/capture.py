@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import httpx
@@ -36,15 +36,18 @@ FrameCallback = Callable[[str], None]
 DECODER_THREADS = [cv2.CAP_PROP_N_THREADS, 1]
 
 
+# Query parameters that carry a secret (`?token=...`, `&password=...`): masked like a password.
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:[^=&;#]*(?:pass|pwd|token|secret|key|auth|sig|credential)[^=&;#]*)=)[^&;#]*"
+)
+# The user info's password runs to the host's last `@` (people type raw `@` in passwords).
+_USER_INFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/]*@")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, fit for logs and pages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """The URL with any password (in its user info or its query) replaced, fit for logs
+    and pages; never raises, whatever the URL (a port out of range, stray brackets)."""
+    return _SECRET_QUERY.sub(r"\1***", _USER_INFO.sub(r"\1:***@", url))
 
 
 def is_device_source(url: str) -> bool:
@@ -163,24 +166,54 @@ class DeviceSource(StreamSource):
         self.timeout_s = timeout_s
 
 
+# A snapshot is one camera image: anything larger is refused before it is decoded.
+SNAPSHOT_MAX_BYTES = 20 * 1024 * 1024
+SNAPSHOT_MAX_PIXELS = 40_000_000  # 8K is 33 MP
+
+
 class SnapshotSource:
-    """An HTTP URL that returns one JPEG per request, polled at the reader's sample rate."""
+    """An HTTP URL that returns one JPEG per request, polled at the reader's sample rate.
+
+    Redirects are not followed (a camera's URL is the one configured, not wherever it
+    points), and a body over SNAPSHOT_MAX_BYTES or an image over SNAPSHOT_MAX_PIXELS is
+    refused before it is decoded.
+    """
 
     def __init__(self, url: str, timeout_s: float, interval_s: Callable[[], float],
                  stop: threading.Event) -> None:
         self.url, self.timeout_s, self.interval_s, self.stop = url, timeout_s, interval_s, stop
-        self.http = httpx.Client(timeout=timeout_s, follow_redirects=True)
+        self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.next_at = time.monotonic()
         self.image: np.ndarray | None = None
 
     def _fetch(self) -> np.ndarray:
         try:
-            response = self.http.get(self.url)
+            with self.http.stream("GET", self.url) as response:
+                if response.is_redirect:
+                    raise SourceError(f"cannot open {mask_url(self.url)}: redirected (HTTP "
+                                      f"{response.status_code}); redirects are not followed")
+                if response.status_code != 200:
+                    raise self._unavailable()
+                body = self._body(response)
         except httpx.HTTPError:
             raise self._unavailable() from None
-        if response.status_code != 200:
-            raise self._unavailable()
-        image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+        return self._decoded(body)
+
+    def _body(self, response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > SNAPSHOT_MAX_BYTES:
+                raise SourceError(f"snapshot from {mask_url(self.url)} is over {SNAPSHOT_MAX_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decoded(self, body: bytes) -> np.ndarray:
+        width, height = image_size(body)
+        if width * height > SNAPSHOT_MAX_PIXELS:
+            raise SourceError(f"snapshot from {mask_url(self.url)} is {width}x{height}: over "
+                              f"{SNAPSHOT_MAX_PIXELS} pixels")
+        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) if width else None
         if image is None:
             raise SourceError(f"snapshot from {mask_url(self.url)} is not an image")
         return image
@@ -205,6 +238,33 @@ class SnapshotSource:
 
 
 Source = FileSource | StreamSource | DeviceSource | SnapshotSource
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a JPEG or PNG from its header, without decoding it; (0, 0) for
+    anything else. Decoding first would let a tiny file claim gigapixels of memory."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return 0, 0
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return 0, 0
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif marker in _SOF_MARKERS:
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return 0, 0
 
 
 class CameraReader:
@@ -278,6 +338,9 @@ class CameraReader:
                 self._report(CameraState.OFFLINE, str(error))
                 if self._number > frames_before:
                     backoff = 1.0  # it delivered a moment ago: retry soon
+            except Exception as error:  # whatever a source throws, the reader goes on
+                log.exception("camera %s: reading failed", self.camera.id)
+                self._report(CameraState.OFFLINE, f"reading failed: {type(error).__name__}")
             # Jitter spreads the retries of many cameras behind one failed switch.
             self._stop.wait(backoff * random.uniform(0.75, 1.25))
             backoff = min(backoff * 2, self._max_backoff_s)
