@@ -73,6 +73,9 @@ def fleet_env(redis_url: str, llm_url: str, cameras_file: Path, port: int) -> di
         "TRAFFICRISK_DASHBOARD_PASSWORD": PASSWORD,
         "TRAFFICRISK_SECRET_KEY": "test-secret",
         "TRAFFICRISK_CAMERA_SYNC_S": "0.5",
+        # The RTSP test server and the dead camera are on this machine, which cameras may
+        # not be by default (docs/operations.md, "Camera URLs").
+        "TRAFFICRISK_CAMERA_ALLOW_NETWORKS": "127.0.0.0/8",
         "PORT": str(port),
     })
     return env

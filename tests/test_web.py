@@ -72,6 +72,11 @@ SQUARE = [[0, 0], [10, 0], [10, 10], [0, 10]]
     [
         ({"id": "a", "url": "rtsp://h/s"}, 201, None),
         ({"id": "a", "url": "rtsp://h/s", "sample_fps": 20}, 400, "sample_fps: Input should be less"),
+        ({"id": "a", "url": "rtsp://127.0.0.1:6379/"}, 400, "url: rtsp://127.0.0.1:6379/: 127.0.0.1 is this"),
+        ({"id": "a", "url": "http://169.254.169.254/x"}, 400, "url: http://169.254.169.254/x: 169.254"),
+        ({"id": "a", "url": "file:///etc/passwd"}, 400, "url: file:///etc/passwd: the scheme must be one of"),
+        ({"id": "a", "url": "/etc/passwd"}, 400, "url: /etc/passwd: a video file must be under the media"),
+        ({"id": "a", "url": "rtsp://u:hunter2@h:99999/x"}, 400, "url: rtsp://u:***@h:99999/x: invalid port"),
         ({"id": "a b", "url": "x"}, 400, "id: String should match pattern"),
         ({"id": "a", "url": "x", "colour": "red"}, 400, "colour: Extra inputs are not permitted"),
         ({"url": "x"}, 400, "id: Field required"),

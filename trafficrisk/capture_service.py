@@ -93,6 +93,7 @@ class CaptureService:
         self.events = get_events()
         self.leases = CameraLeases(get_redis(), owner or new_owner_id(), settings.capture_lease_s)
         self.file_watch = CameraFileWatch(settings)
+        self.url_policy = settings.url_policy()
         self.readers: dict[str, CameraReader] = {}
         self.processes = 0  # capture processes alive, as of the last heartbeat
         self.lost: set[str] = set()  # cameras whose lease renewal failed
@@ -179,7 +180,8 @@ class CaptureService:
         try:
             log.info("camera %s: reading %s at %.1f fps", camera.id, mask_url(camera.url), camera.sample_fps)
             reader = CameraReader(camera, lambda state, reason: self._report(camera.id, state, reason),
-                                  on_frame=self.sampled.put, timeout_s=self.settings.stall_timeout_s)
+                                  on_frame=self.sampled.put, timeout_s=self.settings.stall_timeout_s,
+                                  policy=self.url_policy)
             reader.start()
         except Exception as error:
             log.exception("camera %s: its reader could not start", camera.id)

@@ -5,13 +5,17 @@ A bad value stops start-up with one line naming the variable (`SettingsError`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from trafficrisk.workers.camera_url import UrlPolicy
 
 ENV_PREFIX = "TRAFFICRISK_"
 
@@ -25,6 +29,12 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     cameras_file: Path = Path("cameras.yaml")
+    # Camera URLs (docs/operations.md): video files only under these folders (default: the
+    # cameras file's folder and data/); local devices only when allowed; hosts that are this
+    # machine, link-local or a cloud's metadata service only on these networks (CIDR).
+    media_folders: Annotated[tuple[Path, ...], NoDecode] = ()
+    allow_devices: bool = False
+    camera_allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
 
     model: str = "auto"
     device: str = "auto"
@@ -123,7 +133,7 @@ class Settings(BaseSettings):
     burst_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
 
-    @field_validator("llm_api_keys", "webhook_urls", mode="before")
+    @field_validator("llm_api_keys", "webhook_urls", "media_folders", "camera_allow_networks", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -137,6 +147,16 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"webhook URLs must start with http:// or https://, got {url!r}")
         return urls
+
+    @field_validator("camera_allow_networks")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network (CIDR such as 127.0.0.0/8): {network!r}") from None
+        return networks
 
     @field_validator("llm_base_url", mode="before")
     @classmethod
@@ -154,6 +174,13 @@ class Settings(BaseSettings):
     @property
     def is_llm_enabled(self) -> bool:
         return self.llm_base_url is not None
+
+    def url_policy(self) -> UrlPolicy:
+        """Which camera URLs may be opened (workers/camera_url.py)."""
+        from trafficrisk.workers.camera_url import UrlPolicy
+
+        folders = self.media_folders or (self.cameras_file.parent, Path("data"))
+        return UrlPolicy.from_settings(folders, self.allow_devices, self.camera_allow_networks)
 
 
 SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key", "webhook_secret"})

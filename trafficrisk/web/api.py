@@ -14,6 +14,7 @@ from trafficrisk.messages import Alert, AlertState, Camera, ConflictSeverity, Ri
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
 from trafficrisk.workers import scale
+from trafficrisk.workers.camera_url import CameraUrlError
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.store import EVIDENCE_MIMETYPES, Store, frame_key
 from trafficrisk.workers.windows import MINUTE_S
@@ -47,9 +48,14 @@ def _camera_from_body(camera_id: str | None = None) -> Camera | tuple[Response, 
     if camera_id is not None and body.setdefault("id", camera_id) != camera_id:
         return _error(400, "id: does not match the camera in the URL")
     try:
-        return Camera.model_validate(body)
+        camera = Camera.model_validate(body)
     except ValidationError as error:
         return _error(400, _validation_message(error))
+    try:
+        current_app.extensions["trafficrisk.url_policy"].check(camera.url)
+    except CameraUrlError as error:
+        return _error(400, f"url: {error}")
+    return camera
 
 
 @blueprint.get("/health")

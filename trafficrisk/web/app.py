@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
                       SESSION_COOKIE_SAMESITE="Lax", MAX_CONTENT_LENGTH=1024 * 1024)
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     app.extensions["trafficrisk.settings"] = settings
+    app.extensions["trafficrisk.url_policy"] = settings.url_policy()
     app.extensions["trafficrisk.credentials"] = Credentials(settings)
     app.extensions["trafficrisk.store"] = Store.from_settings(client, settings)
     app.extensions["trafficrisk.worker_probe"] = system.WorkerProbe(settings.redis_url)

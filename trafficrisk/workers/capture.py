@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,13 @@ import httpx
 import numpy as np
 
 from trafficrisk.messages import Camera, CameraState
+from trafficrisk.workers.camera_url import (
+    CameraUrlError,
+    UrlPolicy,
+    is_device_source,
+    is_file_source,
+    mask_url,
+)
 from trafficrisk.workers.rtsp_transport import Transport, transport_lock
 from trafficrisk.workers.source_diagnosis import diagnose
 
@@ -34,29 +40,6 @@ FrameCallback = Callable[[str], None]
 # Many cameras decode side by side: one decoder thread each, as FFmpeg's frame
 # threading would also hold frames back (one per thread) and add latency.
 DECODER_THREADS = [cv2.CAP_PROP_N_THREADS, 1]
-
-
-# Query parameters that carry a secret (`?token=...`, `&password=...`): masked like a password.
-_SECRET_QUERY = re.compile(
-    r"(?i)([?&;](?:[^=&;#]*(?:pass|pwd|token|secret|key|auth|sig|credential)[^=&;#]*)=)[^&;#]*"
-)
-# The user info's password runs to the host's last `@` (people type raw `@` in passwords).
-_USER_INFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/]*@")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password (in its user info or its query) replaced, fit for logs
-    and pages; never raises, whatever the URL (a port out of range, stray brackets)."""
-    return _SECRET_QUERY.sub(r"\1***", _USER_INFO.sub(r"\1:***@", url))
-
-
-def is_device_source(url: str) -> bool:
-    """A local camera: `/dev/videoN` or `device:N` (OpenCV's index)."""
-    return url.startswith(("/dev/video", "device:"))
-
-
-def is_file_source(url: str) -> bool:
-    return not is_device_source(url) and ("://" not in url or url.startswith("file://"))
 
 
 @dataclass(frozen=True)
@@ -275,8 +258,9 @@ class CameraReader:
     """
 
     def __init__(self, camera: Camera, on_status: StatusCallback, *, on_frame: FrameCallback | None = None,
-                 timeout_s: float = 5.0, max_backoff_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, max_backoff_s: float = 5.0, policy: UrlPolicy | None = None) -> None:
         self.camera = camera
+        self.policy = policy  # which URLs it may open; None: any (tests of the sources themselves)
         self.sample_fps = camera.sample_fps
         self._on_status = on_status
         self._on_frame = on_frame
@@ -320,6 +304,8 @@ class CameraReader:
             log.exception("camera %s: status callback failed", self.camera.id)
 
     def _run(self) -> None:
+        if not self._allowed():
+            return
         backoff = 1.0
         while not self._stop.is_set():
             self._report(CameraState.CONNECTING, "")
@@ -344,6 +330,18 @@ class CameraReader:
             # Jitter spreads the retries of many cameras behind one failed switch.
             self._stop.wait(backoff * random.uniform(0.75, 1.25))
             backoff = min(backoff * 2, self._max_backoff_s)
+
+    def _allowed(self) -> bool:
+        """Whether the camera's URL may be opened at all; a refusal is final (offline, with
+        the reason), checked here on the reader's thread since it may resolve a host."""
+        try:
+            if self.policy is not None:
+                self.policy.check(self.camera.url)
+        except CameraUrlError as error:
+            log.warning("camera %s refused: %s", self.camera.id, error)
+            self._report(CameraState.OFFLINE, f"refused: {error}")
+            return False
+        return True
 
     def _read(self, source: Source) -> None:
         """Reads until stopped; raises SourceError when the source fails."""
