@@ -31,6 +31,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"PORT": "8080"}, "port", 8080),
         ({"TRAFFICRISK_LLM_BASE_URL": ""}, "is_llm_enabled", False),
         ({"TRAFFICRISK_LLM_BASE_URL": "http://127.0.0.1:9/v1"}, "is_llm_enabled", True),
+        # an empty secret is an unset one: nothing is served with an empty password
+        ({"TRAFFICRISK_DASHBOARD_PASSWORD": ""}, "dashboard_password", None),
+        ({"TRAFFICRISK_API_TOKEN": ""}, "api_token", None),
+        ({"TRAFFICRISK_WEBHOOK_SECRET": ""}, "webhook_secret", None),
+        ({"TRAFFICRISK_SECRET_KEY": ""}, "secret_key", None),
+        ({"TRAFFICRISK_CAMERA_ALLOW_NETWORKS": "127.0.0.0/8, 10.1.0.0/16"}, "camera_allow_networks",
+         ("127.0.0.0/8", "10.1.0.0/16")),
     ],
 )
 def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
@@ -56,6 +63,9 @@ def test_api_keys_are_comma_separated_secrets(monkeypatch: pytest.MonkeyPatch) -
         ("TRAFFICRISK_ALERT_LEVEL", "extreme", "TRAFFICRISK_ALERT_LEVEL: String should match pattern"),
         ("TRAFFICRISK_MODLE", "yolo11n.pt", "TRAFFICRISK_MODLE: unknown setting"),
         ("PORT", "http", "PORT: Input should be a valid integer"),
+        ("TRAFFICRISK_DASHBOARD_PASSWORD", "hunter2", "TRAFFICRISK_DASHBOARD_PASSWORD: must be at least 8"),
+        ("TRAFFICRISK_API_TOKEN", "short-token", "TRAFFICRISK_API_TOKEN: must be at least 12 characters"),
+        ("TRAFFICRISK_CAMERA_ALLOW_NETWORKS", "10.0.0.0/33", "TRAFFICRISK_CAMERA_ALLOW_NETWORKS: not a"),
     ],
 )
 def test_bad_setting_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
@@ -66,6 +76,7 @@ def test_bad_setting_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, name: 
     message = str(raised.value)
     assert message.startswith(message_start)
     assert "\n" not in message
+    assert "hunter2" not in message and "short-token" not in message  # never echoed back
 
 
 CAMERA_FILES = [

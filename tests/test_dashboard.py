@@ -173,12 +173,14 @@ def test_a_camera_added_through_the_form_goes_online(page: Any, fleet: Fleet) ->
     ("fields", "message"),
     [
         ({"id": "bad id", "url": "x"}, "id: String should match pattern"),
-        ({"id": GOOD, "url": "x"}, f"id: camera '{GOOD}' already exists"),
+        ({"id": GOOD, "url": str(SAMPLE_VIDEO)}, f"id: camera '{GOOD}' already exists"),
         ({"id": "fast", "url": "x", "sample_fps": "20"},
          "sample_fps: Input should be less than or equal to 15"),
         ({"id": "nourl", "url": ""}, "url: String should have at least 1 character"),
+        ({"id": "metadata", "url": "rtsp://169.254.169.254/"}, "url: rtsp://169.254.169.254/: 169.254"),
+        ({"id": "outside", "url": "/etc/passwd"}, "url: /etc/passwd: a video file must be under the media"),
     ],
-    ids=["bad-id", "taken-id", "too-fast", "no-url"],
+    ids=["bad-id", "taken-id", "too-fast", "no-url", "metadata-host", "outside-file"],
 )
 def test_the_form_shows_the_api_validation_message(page: Any, fleet: Fleet, fields: dict[str, str],
                                                    message: str) -> None:

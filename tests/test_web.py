@@ -16,12 +16,13 @@ from trafficrisk.web.app import create_app
 from trafficrisk.workers.store import Store
 
 TOKEN = "web-test-token"
+PASSWORD = "web-test-password"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def app(redis_url: str) -> Iterator[Flask]:
-    settings = Settings(redis_url=redis_url, api_token=TOKEN, dashboard_password="pw",  # type: ignore[arg-type]
+    settings = Settings(redis_url=redis_url, api_token=TOKEN, dashboard_password=PASSWORD,  # type: ignore[arg-type]
                         secret_key="k")
     flask_app, _ = create_app(settings)
     flask_app.config["TESTING"] = True
@@ -100,6 +101,31 @@ def test_create_camera(client: FlaskClient, body: Any, status: int, error: str |
         assert response.json is not None and response.json["error"].startswith(error)
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("rtsp://admin:***@10.0.0.5/s", "rtsp://admin:hunter2@10.0.0.5/s"),  # as shown: the password kept
+        ("rtsp://admin:n3w@10.0.0.5/s", "rtsp://admin:n3w@10.0.0.5/s"),  # a new one replaces it
+        ("rtsp://10.0.0.6/s", "rtsp://10.0.0.6/s"),  # another camera URL, no password
+        ("rtsp://admin:***@10.0.0.9/s", "rtsp://admin:***@10.0.0.9/s"),  # masked, another host: as sent
+    ],
+)
+def test_a_camera_urls_password_is_write_only(
+    client: FlaskClient, store: Store, sent: str, kept: str
+) -> None:
+    secret = {"id": "s", "url": "rtsp://admin:hunter2@10.0.0.5/s?token=t0ps3cret"}
+    assert client.post("/api/cameras", json=secret, headers=AUTH).status_code == 201
+    listed = client.get("/api/cameras", headers=AUTH)
+    shown = client.get("/api/cameras/s", headers=AUTH)
+    for answer in (listed, shown):
+        assert "hunter2" not in answer.text and "t0ps3cret" not in answer.text
+    assert shown.json is not None and shown.json["url"] == "rtsp://admin:***@10.0.0.5/s?token=***"
+    store.put_camera(Camera(id="s", url="rtsp://admin:hunter2@10.0.0.5/s"))
+    assert client.put("/api/cameras/s", json={"url": sent}, headers=AUTH).status_code == 200
+    camera = store.get_camera("s")
+    assert camera is not None and camera.url == kept
+
+
 def test_camera_lifecycle(client: FlaskClient) -> None:
     assert client.post("/api/cameras", json={"id": "a", "url": "x"}, headers=AUTH).status_code == 201
     assert client.post("/api/cameras", json={"id": "a", "url": "y"}, headers=AUTH).status_code == 409
@@ -167,7 +193,7 @@ def login_form(client: FlaskClient) -> str:
 
 @pytest.mark.parametrize(
     ("password", "with_csrf", "status"),
-    [("pw", True, 302), ("wrong", True, 401), ("pw", False, 400)],
+    [(PASSWORD, True, 302), ("wrong", True, 401), (PASSWORD, False, 400)],
 )
 def test_login(client: FlaskClient, password: str, with_csrf: bool, status: int) -> None:
     assert client.get("/").status_code == 302  # pages need a login
@@ -180,13 +206,13 @@ def test_login(client: FlaskClient, password: str, with_csrf: bool, status: int)
     if status == 302:
         page = dashboard.get_data(as_text=True)
         assert "LLM off" in page and "socket.io.min.js" in page
-        assert "pw" not in re.findall(r"\w+", page) and TOKEN not in page
+        assert PASSWORD not in page and TOKEN not in page
         assert client.get("/api/health").status_code == 200  # the session opens the API too
 
 
 def test_login_redirect_stays_on_site(client: FlaskClient) -> None:
     csrf = login_form(client)
-    response = client.post("/login?next=//evil.example/x", data={"password": "pw", "csrf_token": csrf})
+    response = client.post("/login?next=//evil.example/x", data={"password": PASSWORD, "csrf_token": csrf})
     assert response.headers["Location"] == "/"
 
 
@@ -223,7 +249,7 @@ def test_metrics_report_llm_outcomes_tokens_and_latency(client: FlaskClient, sto
 
 def logged_in(client: FlaskClient) -> str:
     """Log the test client in through the form; the page's CSRF token for API calls."""
-    client.post("/login", data={"password": "pw", "csrf_token": login_form(client)})
+    client.post("/login", data={"password": PASSWORD, "csrf_token": login_form(client)})
     page = client.get("/").get_data(as_text=True)
     match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
     assert match is not None, "the dashboard has no csrf-token meta tag"
@@ -278,7 +304,7 @@ def test_the_dashboard_carries_its_csrf_token_and_no_secret(client: FlaskClient)
     token = logged_in(client)
     page = client.get("/").get_data(as_text=True)
     assert f'name="csrf_token" value="{token}"' in page  # the same token as the logout form
-    assert TOKEN not in page and "pw" not in re.findall(r"\w+", page)
+    assert TOKEN not in page and PASSWORD not in page
     assert "X-CSRF-Token" not in client.get("/api/health", headers=AUTH).get_data(as_text=True)
 
 

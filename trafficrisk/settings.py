@@ -11,13 +11,23 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from trafficrisk.workers.camera_url import UrlPolicy
 
 ENV_PREFIX = "TRAFFICRISK_"
+# Guessable credentials are refused at start-up; `trafficrisk run` generates longer ones.
+MIN_SECRET_LENGTH = {"dashboard_password": 8, "api_token": 12}
 
 
 class SettingsError(SystemExit):
@@ -158,10 +168,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a network (CIDR such as 127.0.0.0/8): {network!r}") from None
         return networks
 
-    @field_validator("llm_base_url", mode="before")
+    # An empty value means unset, for a secret too: an empty password must not serve Flower
+    # (or anything) with an empty password.
+    @field_validator("llm_base_url", "api_token", "dashboard_password", "secret_key", "webhook_secret",
+                     mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("dashboard_password", "api_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        least = MIN_SECRET_LENGTH[str(info.field_name)]
+        if value is not None and len(value.get_secret_value()) < least:
+            raise ValueError(f"must be at least {least} characters")
+        return value
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> Settings:
@@ -195,7 +216,7 @@ def _describe(error: ValidationError) -> str:
     if not first["loc"]:  # a check across settings names them itself
         return str(first["msg"]).removeprefix("Value error, ")
     field = str(first["loc"][0])
-    line = f"{_env_name(field)}: {first['msg']}"
+    line = f"{_env_name(field)}: {str(first['msg']).removeprefix('Value error, ')}"
     # Never echo a secret back, not even a malformed one.
     if field not in SECRET_FIELDS and "input" in first and isinstance(first["input"], str | int | float):
         line += f" (got {first['input']!r})"

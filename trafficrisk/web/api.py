@@ -14,7 +14,7 @@ from trafficrisk.messages import Alert, AlertState, Camera, ConflictSeverity, Ri
 from trafficrisk.tasks.webhook import queue_webhooks
 from trafficrisk.web.auth import api_auth_required
 from trafficrisk.workers import scale
-from trafficrisk.workers.camera_url import CameraUrlError
+from trafficrisk.workers.camera_url import CameraUrlError, mask_url
 from trafficrisk.workers.ground_plane import GroundPlane
 from trafficrisk.workers.store import EVIDENCE_MIMETYPES, Store, frame_key
 from trafficrisk.workers.windows import MINUTE_S
@@ -37,16 +37,21 @@ def _validation_message(error: ValidationError) -> str:
 
 
 def _camera_json(camera: Camera) -> dict[str, Any]:
+    """A camera as the API shows it: its URL's password masked (write-only)."""
     status = store().statuses().get(camera.id)
-    return {**camera.to_wire(), "status": status.to_wire() if status else None}
+    return {**camera.to_wire(), "url": mask_url(camera.url), "status": status.to_wire() if status else None}
 
 
-def _camera_from_body(camera_id: str | None = None) -> Camera | tuple[Response, int]:
+def _camera_from_body(
+    camera_id: str | None = None, stored: Camera | None = None
+) -> Camera | tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
     if camera_id is not None and body.setdefault("id", camera_id) != camera_id:
         return _error(400, "id: does not match the camera in the URL")
+    if stored is not None and body.get("url") == mask_url(stored.url):
+        body["url"] = stored.url  # sent back as shown, masked: the password is kept
     try:
         camera = Camera.model_validate(body)
     except ValidationError as error:
@@ -106,8 +111,7 @@ def get_camera(camera_id: str) -> Any:
 @blueprint.put("/cameras/<camera_id>")
 @api_auth_required
 def replace_camera(camera_id: str) -> Any:
-    _existing(camera_id)
-    camera = _camera_from_body(camera_id)
+    camera = _camera_from_body(camera_id, _existing(camera_id))
     if not isinstance(camera, Camera):
         return camera
     store().put_camera(camera)
