@@ -67,11 +67,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, fleet: Fleet) -> Iterator[Any]:
-    """A logged-in dashboard in a fresh context; a script error on it fails the test."""
+    """A logged-in dashboard in a fresh context; a script error on it, or anything its
+    Content-Security-Policy refused, fails the test."""
     context = browser.new_context(viewport=LAPTOP)
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on("console", lambda message: errors.append(message.text)
+              if "Content Security Policy" in message.text else None)
     log_in(opened, fleet)
     opened.wait_for_selector("body[data-ready=true]", timeout=30_000)
     yield opened

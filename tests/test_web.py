@@ -401,3 +401,18 @@ def test_the_web_imports_no_engine() -> None:
             f"print(sorted(m for m in sys.modules if m.startswith({ENGINES!r})))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"), [("/login", {}), ("/", None), ("/api/health", AUTH), ("/nope", AUTH)]
+)
+def test_every_answer_carries_the_security_headers(
+    client: FlaskClient, path: str, auth: dict[str, str] | None
+) -> None:
+    if auth is None:  # the dashboard itself, logged in
+        client.post("/login", data={"password": PASSWORD, "csrf_token": login_form(client)})
+    response = client.get(path, headers=auth or {})
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy

@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, Response
 from flask_socketio import ConnectionRefusedError, SocketIO, emit
 
 from trafficrisk.events import CAMERA_STATUS, SOCKETIO_CHANNEL
@@ -26,6 +26,28 @@ def _secret_key(settings: Settings) -> str:
     return secrets.token_hex(32)
 
 
+# The page loads only its own scripts, styles and images (and blobs/data URLs it makes), talks
+# only to its own origin (the API, Socket.IO) and may not be framed: what an injected tag
+# or a hostile LLM reason could do is nothing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     settings = settings or get_settings()
     app = Flask(__name__)
@@ -39,6 +61,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     app.extensions["trafficrisk.worker_probe"] = system.WorkerProbe(settings.redis_url)
     for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint, system.blueprint):
         app.register_blueprint(blueprint)
+    app.after_request(_security_headers)
     # threading mode: eventlet is unmaintained; gunicorn's gthread worker serves it.
     socketio = SocketIO(app, async_mode="threading", message_queue=settings.redis_url,
                         channel=SOCKETIO_CHANNEL)

@@ -133,8 +133,11 @@ function axisNote(ctx, text, area) {
 
 function showLegend(figure, classes, minutes) {
   const alerts = minutes.reduce((sum, m) => sum + (m.alerts ?? 0), 0);
-  const swatch = (name, colour) => el("span", { className: "swatch" },
-    el("i", { style: `background:${colour}` }), name);
+  const swatch = (name, colour) => {
+    const mark = el("i");
+    mark.style.background = colour; // through the CSSOM: the page's CSP allows no style attributes
+    return el("span", { className: "swatch" }, mark, name);
+  };
   figure.querySelector(".chart-legend").replaceChildren(
     ...RISK_LEVELS.map((level) => swatch(level, RISK_COLOURS[level])),
     ...classes.map((name) => swatch(name, CLASS_COLOURS[name] ?? OTHER_CLASS_COLOUR)),
