@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,18 +150,31 @@ class RtspServer:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def start(self, timeout: float = 15) -> str:
-        command = [SYSTEM_PYTHON, str(RTSP_SERVE), str(self.video), "--port", str(self.port)]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("READY"):
+    def start(self, timeout: float = 15, tries: int = 2) -> str:
+        """Start the server; a start that dies before it is ready (GStreamer on a loaded
+        machine, seen once in CI) is tried again, and the last one's stderr is reported."""
+        for attempt in range(1, tries + 1):
+            line, errors = self._launch(timeout)
+            if line.startswith("READY"):
+                break
             self.stop()
-            raise RuntimeError(f"rtsp_serve.py not ready: {line!r}")
+            if attempt == tries:
+                raise RuntimeError(f"rtsp_serve.py not ready: {line!r}; stderr: {errors[-2000:]}")
         self.url = line.split()[1]
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])  # a restart reuses it
         return self.url
+
+    def _launch(self, timeout: float) -> tuple[str, str]:
+        """The server's first line (READY ...) and, when it has none, what it wrote to stderr
+        (kept in a file: a pipe nobody reads would fill and block the server)."""
+        command = [SYSTEM_PYTHON, str(RTSP_SERVE), str(self.video), "--port", str(self.port)]
+        with tempfile.TemporaryFile("w+") as errors:
+            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+            assert self.proc.stdout is not None
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            line = self.proc.stdout.readline() if ready else ""
+            errors.seek(0)
+            return line, "" if line.startswith("READY") else errors.read()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
