@@ -144,6 +144,10 @@ def test_cameras_file_is_applied_once_per_change(redis_url: str, tmp_path: Path)
     CameraFileWatch(settings).seed_if_changed(store)  # a capture process restarts
     assert [c.id for c in store.list_cameras()] == ["b"]
     write_cameras(cameras, ["c"])  # the file changes: b goes, c comes
-    CameraFileWatch(settings).seed_if_changed(store)
+    watch = CameraFileWatch(settings)
+    watch.seed_if_changed(store)
+    assert [c.id for c in store.list_cameras()] == ["c"]
+    store.client.flushall()  # Redis restarts without its data
+    watch.seed_if_changed(store)  # the same process, the file unchanged: seeded again
     assert [c.id for c in store.list_cameras()] == ["c"]
     store.client.close()

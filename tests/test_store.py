@@ -171,11 +171,69 @@ def test_backpressure_caps_frames_in_flight(store: Store) -> None:
     assert store.reserve_frames(["a"], now, limit=2) == {"a": 2}
     assert store.reserve_frames(["a", "b"], now, limit=2) == {"a": 0, "b": 2}  # a is full
     assert store.dropped() == {"backpressure": 1}
-    store.end_flight("a", "a:1")  # aggregate finished a frame
+    assert store.end_flight("a", "a:1")  # aggregate finished a frame
     assert store.reserve_frames(["a"], now, limit=2) == {"a": 3}
-    # A frame lost on the way is forgotten after the frame TTL (5 s here).
-    assert store.reserve_frames(["b"], now + 6, limit=2) == {"b": 3}
-    assert store.dropped() == {"backpressure": 1}
+    # A frame lost on the way counts as lost after the flight timeout (30 s by default).
+    assert store.reserve_frames(["b"], now + 31, limit=2) == {"b": 3}
+    assert store.dropped() == {"backpressure": 1, "lost": 2}
+
+
+# Each frame offered counts once, at its first outcome: offered = stored + dropped + in flight.
+# (steps, then offered, stored, dropped, in flight); a step is reserve N frames of camera a
+# at time t, with `unpublished` frames from a Redis outage, or end a frame's flight.
+LEDGER = [
+    ("stored", [("reserve", 0, 0), ("store", "a:1")], 1, 1, {}, 0),
+    ("dropped", [("reserve", 0, 0), ("drop", "a:1", "corrupt")], 1, 0, {"corrupt": 1}, 0),
+    ("redelivered result counts once", [("reserve", 0, 0), ("store", "a:1"), ("store", "a:1")], 1, 1, {}, 0),
+    ("stored after a drop counts once", [("reserve", 0, 0), ("drop", "a:1", "expired"), ("store", "a:1")],
+     1, 0, {"expired": 1}, 0),
+    ("in flight", [("reserve", 0, 0), ("reserve", 0, 0)], 2, 0, {}, 2),
+    ("backpressure", [("reserve", 0, 0), ("reserve", 0, 0), ("reserve", 0, 0)], 3, 0, {"backpressure": 1}, 2),
+    ("lost after the timeout", [("reserve", 0, 0), ("reserve", 31, 0)], 2, 0, {"lost": 1}, 1),
+    ("a lost frame's late result counts nothing", [("reserve", 0, 0), ("reserve", 31, 0), ("store", "a:1")],
+     2, 0, {"lost": 1}, 1),
+    ("unpublished during an outage", [("reserve", 0, 5)], 6, 0, {"unpublished": 5}, 1),
+    ("a frame never offered counts nothing", [("store", "a:9")], 0, 0, {}, 0),
+]
+
+
+@pytest.mark.parametrize(("steps", "offered", "stored", "dropped", "flying"), [row[1:] for row in LEDGER],
+                         ids=[row[0] for row in LEDGER])
+def test_frame_ledger(store: Store, steps: list[tuple[Any, ...]], offered: int, stored: int,
+                      dropped: dict[str, int], flying: int) -> None:
+    for step in steps:
+        if step[0] == "reserve":
+            store.reserve_frames(["a"], 1000.0 + step[1], limit=2, unpublished=step[2])
+        else:
+            store.end_flight("a", step[1], dropped=step[2] if step[0] == "drop" else None)
+    assert store.frame_counts() == {"offered": offered, "stored": stored}
+    assert store.dropped() == dropped
+    assert store.frames_in_flight(["a"]) == flying
+    assert offered == stored + sum(dropped.values()) + flying
+
+
+# What Redis did between two beats, and whether the camera's numbers go on by one.
+RESTARTS = [
+    ("nothing", None, True),
+    ("restarted from an old save", "restore", False),
+    ("restarted without its data", "flush", False),
+]
+
+
+@pytest.mark.parametrize(("restart", "consecutive"), [row[1:] for row in RESTARTS],
+                         ids=[row[0] for row in RESTARTS])
+def test_frame_numbers_never_repeat(store: Store, restart: str | None, consecutive: bool) -> None:
+    now = time.time()
+    given = [store.reserve_frames(["a"], now, limit=99)["a"] for _ in range(10)]
+    assert given == list(range(given[0], given[0] + 10))
+    if restart == "restore":  # the save had the numbers up to the third; its run id was another
+        store.client.set("tr:seq:a", given[2])
+        store.client.set("tr:redis_run", "before")
+    elif restart == "flush":
+        store.client.flushall()
+    after = store.reserve_frames(["a"], now + 1, limit=99)["a"]
+    assert after > given[-1]
+    assert (after == given[-1] + 1) == consecutive
 
 
 def test_bursts(store: Store) -> None:

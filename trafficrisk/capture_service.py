@@ -42,35 +42,38 @@ GATHER_S = 0.02
 
 
 class CameraFileWatch:
-    """Applies the YAML file to Redis whenever its content changes.
+    """Applies the YAML file to Redis whenever its content differs from what Redis holds.
 
     What was applied last (a digest and the camera ids) is kept in Redis, not in the
     process: a restarted capture process does not bring back cameras deleted through
     the API, and a camera removed from the file is deleted whichever process sees it.
+    A Redis that lost its data has no digest, so the file's cameras are seeded again.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.path = settings.cameras_file
         self.mtime: float | None = None
+        self.digest: str | None = None  # of the file as of `mtime`
+        self.refused: str | None = None  # the digest of a bad file, once logged
 
     def seed_if_changed(self, store: Store) -> None:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return
-        if mtime == self.mtime:
-            return
-        self.mtime = mtime
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        if mtime != self.mtime:  # read the file only when it changed
+            self.mtime, self.digest = mtime, hashlib.sha256(self.path.read_bytes()).hexdigest()
         applied_digest, applied_ids = store.cameras_file_state(str(self.path.resolve()))
-        if digest == applied_digest:
+        if self.digest == applied_digest:
             return
         try:
             cameras = load_cameras(self.path)
         except CameraFileError as error:  # at run time a bad edit must not stop the cameras we have
-            log.error("cameras file not reloaded: %s", error)
+            if self.digest != self.refused:
+                log.error("cameras file not reloaded: %s", error)
+                self.refused = self.digest
             return
-        self._apply(store, cameras, digest, applied_ids)
+        self._apply(store, cameras, str(self.digest), applied_ids)
 
     def _apply(self, store: Store, cameras: tuple[Camera, ...], digest: str, applied_ids: set[str]) -> None:
         for camera in cameras:
@@ -100,6 +103,8 @@ class CaptureService:
         self.status_updates: queue.SimpleQueue[CameraStatus] = queue.SimpleQueue()
         self.sampled: queue.SimpleQueue[str] = queue.SimpleQueue()  # camera ids, from reader threads
         self.bursts_checked_at = 0.0
+        self.unpublished = 0  # frames sampled while Redis did not answer, not yet in the ledger
+        self.renewed_at = time.monotonic()  # when the leases were last renewed
 
     def seed_from_file(self) -> None:
         """Put the YAML file's cameras into Redis, where the API and every process see them."""
@@ -133,6 +138,7 @@ class CaptureService:
             log.exception("could not store camera statuses")
 
     def _sync_safely(self) -> None:
+        self._stop_lost()  # first, and without Redis: it may be what is away
         try:
             self.file_watch.seed_if_changed(self.store)
             self.sync_cameras()
@@ -148,19 +154,26 @@ class CaptureService:
                 self.processes = self.leases.heartbeat()
                 reading = list(self.readers)
                 self.lost.update(set(reading) - self.leases.renew(reading))
+                self.renewed_at = time.monotonic()
             except Exception:  # Redis unreachable: leases lapse, and others take over
                 log.exception("could not renew camera leases")
+                if time.monotonic() - self.renewed_at > self.settings.capture_lease_s:
+                    # Another process may hold these cameras by now: stop reading them.
+                    self.lost.update(list(self.readers))
             stop.wait(interval)
+
+    def _stop_lost(self) -> None:
+        lost = sorted(self.lost & set(self.readers))
+        self.lost.clear()
+        if lost:
+            log.warning("cameras %s: leases lost (taken by another process, or not renewed in time)",
+                        ", ".join(lost))
+            self._stop_cameras(lost)
 
     def sync_cameras(self) -> None:
         wanted = {c.id: c for c in self.store.list_cameras() if c.enabled}
         if self.processes == 0:  # before the keeper's first heartbeat
             self.processes = self.leases.heartbeat()
-        lost = sorted(self.lost & set(self.readers))
-        self.lost.clear()
-        if lost:
-            log.warning("cameras %s: leases lost to another process", ", ".join(lost))
-            self._stop_cameras(lost)
         changed = [c for c, reader in self.readers.items() if c in wanted and wanted[c] != reader.camera]
         self._stop_cameras(changed)  # restarted below with the new configuration, lease kept
         for camera_id in changed:
@@ -234,7 +247,7 @@ class CaptureService:
         if due:
             try:
                 self._publish(due)
-            except Exception:  # Redis or broker hiccup: lose these frames, keep every camera going
+            except Exception:  # Redis or broker hiccup: these frames count as lost, cameras go on
                 log.exception("could not publish %d frames", len(due))
 
     def _refresh_bursts(self, now: float) -> None:
@@ -253,8 +266,15 @@ class CaptureService:
 
     def _publish(self, due: list[tuple[str, CapturedFrame]]) -> None:
         """JPEGs to Redis and FrameRefs to `detect` for the due cameras with room in flight."""
-        seqs = self.store.reserve_frames([c for c, _ in due], time.time(),
-                                         self.settings.max_in_flight_per_camera)
+        try:
+            seqs = self.store.reserve_frames([c for c, _ in due], time.time(),
+                                             self.settings.max_in_flight_per_camera, self.unpublished)
+        except Exception:  # Redis away: count these in the ledger once it answers again
+            self.unpublished += len(due)
+            log.warning("could not offer %d frames (Redis not answering; %d so far)", len(due),
+                        self.unpublished)
+            return
+        self.unpublished = 0
         chosen = [(c, seqs[c], frame) for c, frame in due if seqs[c]]
         quality = self.settings.jpeg_quality
         keys = self.store.put_frames([(c, seq, encode_jpeg(f.image, quality)) for c, seq, f in chosen])

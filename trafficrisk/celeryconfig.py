@@ -2,6 +2,15 @@
 
 from kombu import Queue
 
+from trafficrisk import broker_guard
+from trafficrisk.connections import (
+    CONNECT_TIMEOUT_S,
+    HEALTH_CHECK_S,
+    REDIS_OPTIONS,
+    SOCKET_TIMEOUT_S,
+    is_tls,
+    tls_options,
+)
 from trafficrisk.queues import AGGREGATE_QUEUE, ALERTS_QUEUE, DETECT_QUEUE, LLM_LOW_QUEUE, QUEUES
 from trafficrisk.settings import get_settings
 
@@ -10,6 +19,13 @@ _settings = get_settings()
 broker_url = _settings.redis_url
 result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
+# Redis may be away for any time: retry for ever (kombu's default gives up after 100 tries,
+# about 50 minutes, and the worker exits).
+broker_connection_retry = True
+broker_connection_max_retries = None
+broker_guard.install()
+if is_tls(_settings.redis_url):
+    broker_use_ssl = redis_backend_use_ssl = tls_options(_settings.redis_url)
 
 # JSON only: pickle on the wire would let anyone who can write to Redis run code.
 task_serializer = "json"
@@ -38,8 +54,13 @@ result_expires = _settings.result_expires_s
 # "sorted": a worker empties its queues in name order, so the assess worker (llm.high,
 # llm.low) takes llm.high work whenever there is any; kombu's default rotates between them.
 broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s,
-                            "queue_order_strategy": "sorted"}
+                            "queue_order_strategy": "sorted", **REDIS_OPTIONS}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
+redis_socket_timeout = SOCKET_TIMEOUT_S
+redis_socket_connect_timeout = CONNECT_TIMEOUT_S
+redis_socket_keepalive = True
+redis_backend_health_check_interval = HEALTH_CHECK_S
+redis_retry_on_timeout = True
 # Loading a detector can take a while; don't let the pool kill the child for it.
 worker_proc_alive_timeout = 120
 worker_send_task_events = True

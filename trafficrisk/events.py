@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import socketio
 
@@ -23,8 +24,9 @@ CONFLICT = "conflict"
 class EventBus:
     """Write-only side of the Socket.IO message queue."""
 
-    def __init__(self, redis_url: str) -> None:
-        self._manager = socketio.RedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=True)
+    def __init__(self, redis_url: str, redis_options: dict[str, Any] | None = None) -> None:
+        self._manager = socketio.RedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=True,
+                                              redis_options=redis_options)
 
     def emit(self, event: str, message: Message) -> None:
         try:

@@ -6,6 +6,7 @@ from functools import cache
 
 import redis
 
+from trafficrisk.connections import REDIS_OPTIONS, redis_client
 from trafficrisk.events import EventBus
 from trafficrisk.messages import RiskLevel
 from trafficrisk.settings import Settings, get_settings
@@ -16,7 +17,7 @@ from trafficrisk.workers.store import Store
 
 @cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, health_check_interval=30)
+    return redis_client(get_settings().redis_url)
 
 
 @cache
@@ -26,7 +27,7 @@ def get_store() -> Store:
 
 @cache
 def get_events() -> EventBus:
-    return EventBus(get_settings().redis_url)
+    return EventBus(get_settings().redis_url, REDIS_OPTIONS)
 
 
 @cache

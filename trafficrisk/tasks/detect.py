@@ -86,8 +86,7 @@ def detect_frame(frame_ref: dict[str, Any]) -> None:
 
 def drop(ref: FrameRef, reason: str) -> None:
     store = get_store()
-    store.count_dropped(reason)
-    store.end_flight(ref.camera_id, ref.frame_id)
+    store.end_flight(ref.camera_id, ref.frame_id, dropped=reason)
     record_skipped_frame(store, get_pattern_engine(), ref.camera_id, ref.seq, ref.captured_at, time.time())
     open_alerts(ref.camera_id)
 

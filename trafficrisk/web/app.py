@@ -6,10 +6,10 @@ import logging
 import secrets
 from typing import Any
 
-import redis
 from flask import Flask, Response
 from flask_socketio import ConnectionRefusedError, SocketIO, emit
 
+from trafficrisk.connections import REDIS_OPTIONS, redis_client
 from trafficrisk.events import CAMERA_STATUS, SOCKETIO_CHANNEL
 from trafficrisk.settings import Settings, get_settings
 from trafficrisk.web import api, metrics, pages, system
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     app = Flask(__name__)
     app.config.update(SECRET_KEY=_secret_key(settings), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", MAX_CONTENT_LENGTH=1024 * 1024)
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = redis_client(settings.redis_url)
     app.extensions["trafficrisk.settings"] = settings
     app.extensions["trafficrisk.url_policy"] = settings.url_policy()
     app.extensions["trafficrisk.credentials"] = Credentials(settings)
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     app.after_request(_security_headers)
     # threading mode: eventlet is unmaintained; gunicorn's gthread worker serves it.
     socketio = SocketIO(app, async_mode="threading", message_queue=settings.redis_url,
-                        channel=SOCKETIO_CHANNEL)
+                        channel=SOCKETIO_CHANNEL, redis_options=REDIS_OPTIONS)
     _register_socket_handlers(socketio, app)
     return app, socketio
 

@@ -53,6 +53,11 @@ class FleetCollector:
         for reason, count in sorted(self.store.dropped().items()):
             dropped.add_metric([reason], count)
         yield dropped
+        # The ledger: offered = stored + dropped + in flight (docs/reliability.md).
+        counts = self.store.frame_counts()
+        yield CounterMetricFamily("frames_offered", "Frames sampled and offered for detection",
+                                  value=counts["offered"])
+        yield CounterMetricFamily("frames_stored", "Frames whose result was stored", value=counts["stored"])
         statuses = self.store.statuses().values()
         yield GaugeMetricFamily("cameras_online", "Cameras delivering frames",
                                 value=sum(1 for s in statuses if s.state is CameraState.ONLINE))

@@ -34,6 +34,9 @@ CAMERAS_KEY = PREFIX + "cameras"
 STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
+FRAMES_KEY = PREFIX + "frames"  # offered, stored: the frame ledger (see _RESERVE)
+SEQ_FLOOR_RATE = 16  # a second: above the fastest sampling (15 fps)
+SEQ_FLOOR_SINCE = 1_767_225_600  # 2026-01-01 UTC
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 LATE_RESULTS_KEY = PREFIX + "late_results"
@@ -58,27 +61,62 @@ OPENING_LEASE_S = 60
 Outcome = TypeVar("Outcome")
 Kept = TypeVar("Kept")
 
-# For each camera: forget stale frames in flight; if there is room, take the next
-# sequence number and mark that frame in flight, else count a backpressure drop.
+# The frame ledger: every frame offered for detection is counted once, at its first
+# outcome: stored (aggregate), dropped with a reason (backpressure, expired, corrupt, ...),
+# or lost (no outcome within the flight timeout: its task died with a worker or with
+# Redis). So offered = stored + dropped + in flight, and nothing vanishes uncounted.
+# For each camera: frames in flight for longer than the timeout count as lost and free
+# their slot; if there is room, take the next sequence number and mark that frame in
+# flight, else count a backpressure drop. `unpublished` frames are those a capture
+# process sampled while Redis did not answer: offered, and dropped.
+# Frame numbers, and the conflict and alert ids made from them, never repeat (or a
+# receiver that drops repeated ids would drop new alerts): a Redis that restarted (its
+# run id changed) may have lost the numbers given since its last save, or all of them,
+# so every camera's numbers then continue above a floor that grows faster than any
+# camera samples (SEQ_FLOOR_RATE a second since 2026); a first start counts as one.
 _RESERVE = """
-local now, ttl, limit, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local seqs, dropped = {}, 0
-for i = 5, #ARGV do
+local now, timeout, limit, prefix, unpublished = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4], tonumber(ARGV[5])  -- ARGV[6]: the floor, should Redis have restarted; then the cameras
+local seqs, dropped, lost = {}, 0, 0
+local floor = tonumber(redis.call('GET', prefix .. 'seq_floor') or 0)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+if redis.call('GET', prefix .. 'redis_run') ~= run then
+  redis.call('SET', prefix .. 'redis_run', run)
+  floor = math.max(floor, tonumber(ARGV[6]))
+  redis.call('SET', prefix .. 'seq_floor', floor)
+end
+for i = 7, #ARGV do
   local camera = ARGV[i]
   local flights = prefix .. 'inflight:' .. camera
-  redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - ttl)
+  lost = lost + redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - timeout)
   if redis.call('ZCARD', flights) < limit then
     local seq = redis.call('INCR', prefix .. 'seq:' .. camera)
+    if seq <= floor then
+      seq = floor + 1
+      redis.call('SET', prefix .. 'seq:' .. camera, seq)
+    end
     redis.call('ZADD', flights, now, camera .. ':' .. seq)
-    redis.call('EXPIRE', flights, ttl)
     seqs[#seqs + 1] = seq
   else
     seqs[#seqs + 1] = 0
     dropped = dropped + 1
   end
 end
-if dropped > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', 'backpressure', dropped) end
+redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 6 + unpublished)
+for reason, count in pairs({backpressure = dropped, lost = lost, unpublished = unpublished}) do
+  if count > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', reason, count) end
+end
 return seqs
+"""
+
+# A frame's flight ends with its outcome, counted only if the frame was still in flight:
+# a redelivered task, or one whose frame already counted as lost, counts nothing again.
+# KEYS: the camera's frames in flight, the counts (frames or frames_dropped). ARGV: frame
+# id, the field (`stored` or the drop reason).
+_END_FLIGHT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
 """
 
 # A frame's result, once: a redelivered aggregate task (same frame id) changes nothing.
@@ -288,6 +326,7 @@ class Store:
         client: Any,
         *,
         frame_ttl_s: int = 120,
+        flight_timeout_s: float = 30.0,
         history_length: int = 1000,
         alerts_length: int = 5000,
         lateness_s: float = 10.0,
@@ -301,6 +340,7 @@ class Store:
         self.client = client
         self.resolve_rejected = resolve_rejected
         self.frame_ttl_s = frame_ttl_s
+        self.flight_timeout_s = flight_timeout_s
         self.history_length = history_length
         self.alerts_length = alerts_length
         self.lateness_s = lateness_s
@@ -315,12 +355,14 @@ class Store:
         self._add_alert = client.register_script(_ADD_ALERT)
         self._put_evidence = client.register_script(_PUT_EVIDENCE)
         self._reserve = client.register_script(_RESERVE)
+        self._end_flight = client.register_script(_END_FLIGHT)
 
     @classmethod
     def from_settings(cls, client: Any, settings: Settings) -> Store:
         return cls(
             client,
             frame_ttl_s=settings.frame_ttl_s,
+            flight_timeout_s=settings.flight_timeout_s,
             history_length=settings.history_length,
             alerts_length=settings.alerts_length,
             lateness_s=settings.lateness_s,
@@ -341,13 +383,17 @@ class Store:
         return blob
 
     # Backpressure: frames of a camera between capture and aggregate, by frame id. Entries
-    # older than a frame's TTL are forgotten, so a lost task cannot block a camera for good.
-    def reserve_frames(self, camera_ids: list[str], now: float, limit: int) -> dict[str, int]:
-        """A new sequence number per camera with room in flight, else 0 (counted as dropped).
+    # older than the flight timeout count as lost, so a lost task cannot block a camera.
+    def reserve_frames(self, camera_ids: list[str], now: float, limit: int,
+                       unpublished: int = 0) -> dict[str, int]:
+        """A new sequence number per camera with room in flight, else 0 (counted as dropped);
+        `unpublished` frames that could not be offered earlier are counted too.
 
         One round trip for a whole beat, however many cameras are due in it.
         """
-        seqs = self._reserve(args=[now, self.frame_ttl_s, limit, PREFIX, *camera_ids])
+        floor = int((now - SEQ_FLOOR_SINCE) * SEQ_FLOOR_RATE)
+        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, floor, *camera_ids]
+        seqs = self._reserve(args=args)
         return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
 
     def put_frames(self, frames: list[tuple[str, int, bytes]]) -> list[str]:
@@ -359,8 +405,11 @@ class Store:
         pipe.execute()
         return keys
 
-    def end_flight(self, camera_id: str, frame_id: str) -> None:
-        self.client.zrem(in_flight_key(camera_id), frame_id)
+    def end_flight(self, camera_id: str, frame_id: str, dropped: str | None = None) -> bool:
+        """The frame's outcome in the ledger: stored, or dropped for this reason; False
+        (nothing counted) when it was no longer in flight."""
+        keys = [in_flight_key(camera_id), DROPPED_KEY if dropped else FRAMES_KEY]
+        return bool(self._end_flight(keys=keys, args=[frame_id, dropped or "stored"]))
 
     def count_dropped(self, reason: str, frames: int = 1) -> None:
         self.client.hincrby(DROPPED_KEY, reason, frames)
@@ -405,6 +454,17 @@ class Store:
 
     def dropped(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(DROPPED_KEY).items()}
+
+    def frame_counts(self) -> dict[str, int]:
+        """The ledger's `offered` and `stored` (drops are in `dropped`)."""
+        counts = {k.decode(): int(v) for k, v in self.client.hgetall(FRAMES_KEY).items()}
+        return {"offered": counts.get("offered", 0), "stored": counts.get("stored", 0)}
+
+    def frames_in_flight(self, camera_ids: list[str]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for camera_id in camera_ids:
+            pipe.zcard(in_flight_key(camera_id))
+        return sum(pipe.execute())
 
     # Burst: a camera with a possible conflict is sampled faster for a while.
     def start_burst(self, camera_id: str, seconds: float) -> None:
