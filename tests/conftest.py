@@ -317,6 +317,10 @@ class Received:
     at: float
 
 
+def receiver_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/hooks/alerts?token=not-for-logs"
+
+
 @dataclass
 class Receiver:
     """A loopback HTTP server answering each POST with the next of `answers` (the last repeats):
@@ -324,6 +328,7 @@ class Receiver:
 
     answers: list[int | tuple[int, str] | str]
     hang_s: float = 4.0  # how long a "hang" holds the request
+    port: int = 0  # 0: any free one
     received: list[Received] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -351,8 +356,8 @@ class Receiver:
                 pass
 
         lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/alerts?token=not-for-logs"
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port or free_port()), Handler)
+        self.url = receiver_url(self.server.server_port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -38,6 +38,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"TRAFFICRISK_SECRET_KEY": ""}, "secret_key", None),
         ({"TRAFFICRISK_CAMERA_ALLOW_NETWORKS": "127.0.0.0/8, 10.1.0.0/16"}, "camera_allow_networks",
          ("127.0.0.0/8", "10.1.0.0/16")),
+        ({"TRAFFICRISK_REDIS_URL": "rediss://:pw@redis.example:6380/0?ssl_ca_certs=/etc/ca.pem"}, "redis_url",
+         "rediss://:pw@redis.example:6380/0?ssl_ca_certs=/etc/ca.pem"),
     ],
 )
 def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
@@ -66,6 +68,9 @@ def test_api_keys_are_comma_separated_secrets(monkeypatch: pytest.MonkeyPatch) -
         ("TRAFFICRISK_DASHBOARD_PASSWORD", "hunter2", "TRAFFICRISK_DASHBOARD_PASSWORD: must be at least 8"),
         ("TRAFFICRISK_API_TOKEN", "short-token", "TRAFFICRISK_API_TOKEN: must be at least 12 characters"),
         ("TRAFFICRISK_CAMERA_ALLOW_NETWORKS", "10.0.0.0/33", "TRAFFICRISK_CAMERA_ALLOW_NETWORKS: not a"),
+        # shorter than a webhook retry's wait (30 s) plus its timeout: delivered twice
+        ("TRAFFICRISK_VISIBILITY_TIMEOUT_S", "40", "TRAFFICRISK_VISIBILITY_TIMEOUT_S: must be at least 45"),
+        ("TRAFFICRISK_REDIS_URL", "http://:hunter2@127.0.0.1", "TRAFFICRISK_REDIS_URL: must start with redis://"),
     ],
 )
 def test_bad_setting_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str,

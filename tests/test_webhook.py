@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 import redis
 from celery import Celery
 
-from conftest import Received, Receiver, free_port, stop_all, wait_for
+from conftest import Received, Receiver, free_port, receiver_url, stop_all, wait_for
 from trafficrisk.messages import Alert, AlertState, RiskLevel, VerdictSource, Verification
 from trafficrisk.queues import ALERTS_QUEUE
 from trafficrisk.workers.store import Store
@@ -33,6 +33,7 @@ from trafficrisk.workers.webhook import (
     loggable_url,
     retry_after_s,
     sign,
+    target_of,
     verify_signature,
     webhook_body,
     webhook_headers,
@@ -45,6 +46,7 @@ SECRET = "whsec-test-0123456789"
 MAX_ATTEMPTS = 5
 TIMEOUT_S = 2.0  # a try's timeout in the worker; the hanging receiver holds twice as long
 BACKOFF_MAX_S = 0.2  # keeps the retries quick
+RECEIVERS = 3  # URLs the module's worker is configured with
 
 
 def make_alert(alert_id: str = "a-1", state: AlertState = AlertState.OPEN) -> Alert:
@@ -291,9 +293,17 @@ class Fleet:
     log: Path
     redis_url: str
 
+    # The receivers the worker is configured with (tasks name them by digest, not URL).
+    ports: list[int] = field(default_factory=list)
+
+    def receiver(self, answers: list[int | tuple[int, str] | str]) -> Receiver:
+        """A receiver on the next of the worker's URLs (each test stops its own)."""
+        self.ports.append(self.ports.pop(0))
+        return Receiver(answers, port=self.ports[-1])
+
     def send(self, url: str, event: WebhookEvent, alert: Alert) -> None:
-        self.producer.send_task("trafficrisk.deliver_webhook", args=[url, event.value, alert.to_wire()],
-                                queue=ALERTS_QUEUE)
+        args = [target_of(url), event.value, alert.to_wire()]
+        self.producer.send_task("trafficrisk.deliver_webhook", args=args, queue=ALERTS_QUEUE)
 
     def wait_for_counts(self, before: dict[str, int], **deltas: int) -> dict[str, int]:
         """Waits until the counts moved by `deltas` at least, then returns them all moved."""
@@ -307,7 +317,8 @@ class Fleet:
         return result
 
 
-def start_alerts_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fleet]:
+def start_alerts_worker(redis_url: str, log: Path, ports: list[int] | None = None,
+                        **env: str) -> Iterator[Fleet]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # before the worker declares its queues: a flush after would drop them
     producer = Celery("producer", broker=redis_url)
@@ -318,7 +329,7 @@ def start_alerts_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fleet
                                                stderr=subprocess.STDOUT, start_new_session=True)}
     try:
         wait_for(lambda: " ready." in log.read_text(), 90, "the alerts worker", log.read_text)
-        yield Fleet(Store(client), producer, log, redis_url)
+        yield Fleet(Store(client), producer, log, redis_url, ports or [])
     finally:
         stop_all(procs)
         producer.close()
@@ -328,8 +339,10 @@ def start_alerts_worker(redis_url: str, log: Path, **env: str) -> Iterator[Fleet
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """A real `trafficrisk worker alerts` that signs with SECRET, for the module's tests."""
-    yield from start_alerts_worker(redis_server, tmp_path_factory.mktemp("webhooks") / "alerts.log",
-                                      TRAFFICRISK_WEBHOOK_SECRET=SECRET)
+    ports = [free_port() for _ in range(RECEIVERS)]
+    yield from start_alerts_worker(redis_server, tmp_path_factory.mktemp("webhooks") / "alerts.log", ports,
+                                      TRAFFICRISK_WEBHOOK_SECRET=SECRET,
+                                      TRAFFICRISK_WEBHOOK_URLS=",".join(receiver_url(p) for p in ports))
 
 
 def assert_signed(received: Received, now_slack: float = 60) -> None:
@@ -340,7 +353,7 @@ def assert_signed(received: Received, now_slack: float = 60) -> None:
 
 
 def test_failing_receiver_gets_retries_until_it_answers(fleet: Fleet, receivers: list[Receiver]) -> None:
-    receiver = Receiver([500, "hang", (503, "30"), 200])  # Retry-After 30 s: capped at BACKOFF_MAX_S
+    receiver = fleet.receiver([500, "hang", (503, "30"), 200])  # Retry-After 30 s: capped at BACKOFF_MAX_S
     receivers.append(receiver)
     alert = make_alert("a-flaky")
     before = fleet.store.webhooks()
@@ -362,7 +375,7 @@ def test_failing_receiver_gets_retries_until_it_answers(fleet: Fleet, receivers:
 
 
 def test_refusing_receiver_gets_one_try(fleet: Fleet, receivers: list[Receiver]) -> None:
-    receiver = Receiver([400])
+    receiver = fleet.receiver([400])
     receivers.append(receiver)
     before = fleet.store.webhooks()
     fleet.send(receiver.url, WebhookEvent.RESOLVED, make_alert("a-refused", AlertState.RESOLVED))
@@ -372,7 +385,7 @@ def test_refusing_receiver_gets_one_try(fleet: Fleet, receivers: list[Receiver])
 
 
 def test_receiver_that_never_answers_well_gets_max_attempts(fleet: Fleet, receivers: list[Receiver]) -> None:
-    receiver = Receiver([500, 502, (429, "0"), 503, 500, 500])
+    receiver = fleet.receiver([500, 502, (429, "0"), 503, 500, 500])
     receivers.append(receiver)
     before = fleet.store.webhooks()
     fleet.send(receiver.url, WebhookEvent.ACKNOWLEDGED, make_alert("a-down", AlertState.ACKNOWLEDGED))
@@ -386,7 +399,7 @@ def test_receiver_that_never_answers_well_gets_max_attempts(fleet: Fleet, receiv
 
 def test_unreachable_receiver_counts_as_retryable(fleet: Fleet) -> None:
     before = fleet.store.webhooks()
-    fleet.send(f"http://127.0.0.1:{free_port()}/nobody-listens", WebhookEvent.OPENED, make_alert("a-gone"))
+    fleet.send(receiver_url(fleet.ports[0]), WebhookEvent.OPENED, make_alert("a-gone"))  # nobody listens
     change = fleet.wait_for_counts(before, failed=1)
     assert change == {"delivered": 0, "retried": MAX_ATTEMPTS - 1, "failed": 1}
 
@@ -399,8 +412,9 @@ from trafficrisk.settings import get_settings
 from trafficrisk.tasks.webhook import queue_webhooks
 
 published = []
-before_task_publish.connect(lambda sender, routing_key, **_: published.append([sender, routing_key]),
-                            weak=False)
+before_task_publish.connect(
+    lambda sender, routing_key, body, **_: published.append([sender, routing_key, json.dumps(body)]),
+    weak=False)
 alert = Alert.from_wire(sys.argv[1])
 urls = os.environ.pop("TRAFFICRISK_WEBHOOK_URLS")
 queue_webhooks("alert.opened", alert)  # no URLs configured: nothing
@@ -415,7 +429,7 @@ print(json.dumps({"published": published, "heavy": heavy}))
 
 def test_queue_webhooks_sends_one_task_per_url_to_the_alerts_queue(fleet: Fleet,
                                                                        receivers: list[Receiver]) -> None:
-    receivers.extend([Receiver([200]), Receiver([204])])
+    receivers.extend([fleet.receiver([200]), fleet.receiver([204])])
     alert = make_alert("a-queued", AlertState.RESOLVED)
     before = fleet.store.webhooks()
     env = worker_env(fleet.redis_url, TRAFFICRISK_WEBHOOK_URLS=",".join(r.url for r in receivers))
@@ -423,7 +437,9 @@ def test_queue_webhooks_sends_one_task_per_url_to_the_alerts_queue(fleet: Fleet,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["published"] == [["trafficrisk.deliver_webhook", ALERTS_QUEUE]] * 2
+    assert [p[:2] for p in report["published"]] == [["trafficrisk.deliver_webhook", ALERTS_QUEUE]] * 2
+    # Task arguments show in Flower: a receiver's URL (and the token in it) is not one of them.
+    assert not any("token=" in p[2] or "127.0.0.1" in p[2] for p in report["published"])
     assert report["heavy"] == []  # the web imports this module: no detector, no numpy
     assert fleet.wait_for_counts(before, delivered=2) == {"delivered": 2, "retried": 0, "failed": 0}
     for receiver in receivers:

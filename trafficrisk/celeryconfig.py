@@ -53,7 +53,11 @@ worker_prefetch_multiplier = 1
 result_expires = _settings.result_expires_s
 # "sorted": a worker empties its queues in name order, so the assess worker (llm.high,
 # llm.low) takes llm.high work whenever there is any; kombu's default rotates between them.
+# A killed worker's unacknowledged messages go back to their queue after the visibility
+# timeout (60 s, not kombu's hour: docs/reliability.md); any worker looks for them every
+# few seconds (kombu's default is every tenth idle poll).
 broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s,
+                            "unacked_restore_interval": 5, "unacked_restore_throttle": 1,
                             "queue_order_strategy": "sorted", **REDIS_OPTIONS}
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
 redis_socket_timeout = SOCKET_TIMEOUT_S

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 ENV_PREFIX = "TRAFFICRISK_"
 # Guessable credentials are refused at start-up; `trafficrisk run` generates longer ones.
 MIN_SECRET_LENGTH = {"dashboard_password": 8, "api_token": 12}
+# The visibility timeout outlasts a message's longest hold by at least this much.
+HELD_MARGIN_S = 10.0
 
 
 class SettingsError(SystemExit):
@@ -130,9 +132,12 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(6, ge=1, le=20)
     webhook_timeout_s: float = Field(5.0, gt=0)
     # The longest wait between tries (waits double from 1 s; a receiver's Retry-After counts too).
-    webhook_backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    webhook_backoff_max_s: float = Field(30.0, gt=0, le=3600)
     result_expires_s: int = Field(3600, gt=0)
-    visibility_timeout_s: int = Field(7200, gt=0)
+    # A task message a worker took and never acknowledged (it was killed) goes back to its
+    # queue after this long; it must outlast the longest wait a worker holds a message
+    # for (a webhook retry's backoff, a clip's delay): docs/reliability.md.
+    visibility_timeout_s: int = Field(60, ge=10)
     camera_sync_s: float = Field(2.0, gt=0)
     # A capture process owns a camera while it renews that camera's lease; a dead
     # process's cameras move to the others when its leases run out.
@@ -160,6 +165,14 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"webhook URLs must start with http:// or https://, got {url!r}")
         return urls
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        # rediss:// is TLS; a password goes in the URL (redis://:password@host:6379/0).
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return url
 
     @field_validator("camera_allow_networks")
     @classmethod
@@ -193,6 +206,11 @@ class Settings(BaseSettings):
             raise ValueError("TRAFFICRISK_SERIOUS_TTC_S: must not exceed TRAFFICRISK_POTENTIAL_TTC_S")
         if self.serious_pet_s > self.potential_pet_s:
             raise ValueError("TRAFFICRISK_SERIOUS_PET_S: must not exceed TRAFFICRISK_POTENTIAL_PET_S")
+        held_s = max(self.webhook_backoff_max_s + self.webhook_timeout_s, self.clip_after_s) + HELD_MARGIN_S
+        if self.visibility_timeout_s < held_s:
+            raise ValueError(f"TRAFFICRISK_VISIBILITY_TIMEOUT_S: must be at least {held_s:g} (a worker "
+                             "holds a message for TRAFFICRISK_WEBHOOK_BACKOFF_MAX_S + TRAFFICRISK_WEBHOOK_"
+                             "TIMEOUT_S or TRAFFICRISK_CLIP_AFTER_S; shorter, it is delivered twice)")
         return self
 
     @property
@@ -207,7 +225,9 @@ class Settings(BaseSettings):
         return UrlPolicy.from_settings(folders, self.allow_devices, self.camera_allow_networks)
 
 
-SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key", "webhook_secret"})
+# Never echoed back, not even when malformed (a Redis or webhook URL may hold a password).
+SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key", "webhook_secret",
+                           "redis_url", "webhook_urls"})
 
 
 def _env_name(field: str) -> str:

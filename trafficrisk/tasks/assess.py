@@ -54,12 +54,16 @@ def get_scene_cache() -> SceneCache:
     return SceneCache(get_redis(), get_settings().llm_cache_ttl_s)
 
 
-@app.task(name="trafficrisk.assess")
+# Acknowledged when taken, not when done: a model call may outlast the visibility timeout
+# (its message would be delivered again while still running), and a lost one costs
+# nothing, since the conflict's claim lapses and the next frame of its camera asks again
+# (docs/verification.md).
+@app.task(name="trafficrisk.assess", acks_late=False)
 def assess_conflict(request: dict[str, Any]) -> dict[str, Any]:
     return assess_and_count(AssessRequest.from_wire(request)).to_wire()
 
 
-@app.task(name="trafficrisk.assess_many")
+@app.task(name="trafficrisk.assess_many", acks_late=False)
 def assess_conflicts(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Conflicts queued together: with LLM batching on they share one request, however
     many assess processes there are (one task reaches one process)."""

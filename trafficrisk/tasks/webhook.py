@@ -27,6 +27,8 @@ from trafficrisk.workers.webhook import (
     delivery_of,
     loggable_url,
     retry_after_s,
+    target_of,
+    url_of,
     webhook_body,
     webhook_headers,
 )
@@ -63,13 +65,16 @@ def _warn_if_unsigned(sender: str, instance: Any, **_: Any) -> None:
 
 
 def queue_webhooks(event: str, alert: Alert) -> None:
-    """One delivery task per configured URL; nothing when no URLs are set."""
+    """One delivery task per configured URL; nothing when no URLs are set.
+
+    The task names its receiver by a digest of the URL, never the URL itself: a URL may
+    hold the receiver's token, and task arguments show in Flower and in the broker."""
     urls = get_settings().webhook_urls
     if not urls:
         return
     checked = WebhookEvent(event)  # an unknown event is the caller's bug: fail here, not in the worker
     for url in urls:
-        deliver_webhook.apply_async(args=[url, checked.value, alert.to_wire()])
+        deliver_webhook.apply_async(args=[target_of(url), checked.value, alert.to_wire()])
 
 
 def post_once(url: str, event: WebhookEvent, alert: Alert) -> tuple[int | None, float | None]:
@@ -87,9 +92,15 @@ def post_once(url: str, event: WebhookEvent, alert: Alert) -> tuple[int | None, 
 
 
 @app.task(name="trafficrisk.deliver_webhook", bind=True, ignore_result=True)
-def deliver_webhook(self: Task, url: str, event: str, alert: dict[str, Any]) -> None:
+def deliver_webhook(self: Task, target: str, event: str, alert: dict[str, Any]) -> None:
     parsed, checked = Alert.from_wire(alert), WebhookEvent(event)
     settings, store = get_settings(), get_store()
+    url = url_of(target, settings.webhook_urls)
+    if url is None:  # this worker's settings no longer have that receiver
+        store.count_webhook("failed")
+        log.warning("webhook %s of alert %s: receiver %s is not in TRAFFICRISK_WEBHOOK_URLS here; dropped",
+                    checked, parsed.alert_id, target)
+        return
     attempt = self.request.retries + 1
     status, retry_after = post_once(url, checked, parsed)
     outcome = classify(status)

@@ -54,6 +54,15 @@ class DeliveryOutcome(StrEnum):
     FINAL = "final"  # refused for good: trying again would get the same answer
 
 
+def target_of(url: str) -> str:
+    """A receiver's name in task messages: a digest of its URL, which may hold a token."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def url_of(target: str, urls: tuple[str, ...]) -> str | None:
+    return next((url for url in urls if target_of(url) == target), None)
+
+
 def delivery_id(alert_id: str, event: WebhookEvent, version: str = "") -> str:
     """The same id on every try of one (alert, event), so a receiver can drop the repeats;
     `version` tells apart changes an alert may go through more than once (verifications)."""
