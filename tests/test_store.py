@@ -173,7 +173,7 @@ def test_backpressure_caps_frames_in_flight(store: Store) -> None:
     assert store.dropped() == {"backpressure": 1}
     assert store.end_flight("a", "a:1")  # aggregate finished a frame
     assert store.reserve_frames(["a"], now, limit=2) == {"a": 3}
-    # A frame lost on the way counts as lost after the flight timeout (30 s by default).
+    # A frame lost on the way counts as lost after the flight timeout (20 s by default).
     assert store.reserve_frames(["b"], now + 31, limit=2) == {"b": 3}
     assert store.dropped() == {"backpressure": 1, "lost": 2}
 

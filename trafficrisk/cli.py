@@ -14,6 +14,7 @@ from pathlib import Path
 
 from trafficrisk.messages import DEFAULT_SAMPLE_FPS
 from trafficrisk.settings import Settings, SettingsError, get_settings
+from trafficrisk.supervisor import ProcfileError, read_procfile
 
 CELERY_APP = "trafficrisk.tasks.app"
 
@@ -192,6 +193,18 @@ def write_scenarios(name: str, folder: Path) -> None:
         print(f"{scenario.name}: {clip} and {truth}")
 
 
+def write_systemd_units(out: Path, env_file: Path) -> None:
+    from trafficrisk.supervisor import systemd_units
+
+    units = systemd_units(read_procfile(Path("Procfile")), Path.cwd(), Path(sys.executable).parent, env_file)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (out / name).write_text(text)
+        print(out / name)
+    print(f"then: systemctl daemon-reload && systemctl enable --now trafficrisk.target "
+          f"(settings in {env_file})")
+
+
 def _scenario_names() -> list[str]:
     from trafficrisk.scenario import SCENARIOS
 
@@ -203,6 +216,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the whole fleet locally (starts Redis when needed)")
     commands.add_parser("check", help="validate the settings and the cameras file")
+    units = commands.add_parser("systemd-units", help="a systemd unit per Procfile line (docs/operations.md)")
+    units.add_argument("out", type=Path, help="folder to write them to (e.g. /etc/systemd/system)")
+    units.add_argument("--env-file", type=Path, default=Path("/etc/trafficrisk/env"),
+                       help="the settings, NAME=value a line (default /etc/trafficrisk/env)")
     commands.add_parser("capture", help="the capture process")
     commands.add_parser("web", help="the dashboard and REST API (gunicorn)")
     commands.add_parser("flower", help="Flower, behind basic auth")
@@ -264,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
         from trafficrisk import localrun
 
         localrun.main()
+        return
+    if args.command == "systemd-units":
+        try:
+            write_systemd_units(args.out, args.env_file)
+        except ProcfileError as error:
+            raise SystemExit(f"trafficrisk: {error}") from None
         return
     try:
         settings = get_settings()

@@ -2,7 +2,8 @@
 
 Starts its own Redis when TRAFFICRISK_REDIS_URL is unset, makes local credentials
 once (kept in var/credentials.env, never printed), validates the configuration,
-then runs every Procfile process under honcho until Ctrl-C.
+then runs every Procfile process (and that Redis) under the supervisor
+(trafficrisk/supervisor.py), which restarts what dies, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from trafficrisk.settings import SettingsError, load_settings
+from trafficrisk.supervisor import ProcfileError, Supervisor, read_procfile
 from trafficrisk.workers.camera_file import CameraFileError, load_cameras
 
 VAR = Path("var")
@@ -54,35 +55,37 @@ def local_credentials() -> dict[str, str]:
     return values
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
+def redis_command(port: int) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SettingsError("redis-server not found: install it, or set TRAFFICRISK_REDIS_URL")
     data = VAR / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                             "--save", "60 1000", "--loglevel", "warning"])
+    # noeviction: a full Redis refuses writes (and says so) rather than drop queued tasks.
+    return (f"{binary} --port {port} --bind 127.0.0.1 --dir {data} --save '60 1000' "
+            "--appendonly yes --maxmemory-policy noeviction --loglevel warning")
+
+
+def wait_for_redis(port: int) -> None:
     deadline = time.monotonic() + 10
     while _is_free(port):
-        if time.monotonic() > deadline or proc.poll() is not None:
+        if time.monotonic() > deadline:
             raise SettingsError(f"redis-server did not start on port {port}")
         time.sleep(0.1)
-    return proc
 
 
-def prepare_environment() -> tuple[dict[str, str], subprocess.Popen[bytes] | None]:
+def prepare_environment() -> tuple[dict[str, str], int | None]:
+    """The processes' environment, and the port of the Redis to start (None: one is set)."""
     env = dict(os.environ)
     for name, value in local_credentials().items():
         env.setdefault(name, value)
-    redis = None
+    redis_port = None
     if not env.get("TRAFFICRISK_REDIS_URL"):
-        port = _free_port(6379)
-        redis = start_redis(port)
-        env["TRAFFICRISK_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        print(f"trafficrisk: started redis-server on 127.0.0.1:{port} (data in {VAR / 'redis'})")
+        redis_port = _free_port(6379)
+        env["TRAFFICRISK_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
     # The venv's commands (trafficrisk, celery, gunicorn) must be on the Procfile's PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env, redis
+    return env, redis_port
 
 
 def validate(env: dict[str, str]) -> int:
@@ -100,29 +103,30 @@ def validate(env: dict[str, str]) -> int:
         os.environ.update(saved)
 
 
-def run_procfile(env: dict[str, str], port: int) -> None:
-    """honcho until Ctrl-C or SIGTERM; either way honcho stops every process gracefully."""
-    honcho = subprocess.Popen([str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile",
-                               "-p", str(port)], env=env)
-    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
-    try:
-        honcho.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to honcho too
-        honcho.wait(60)
+def supervise(env: dict[str, str], port: int, redis_port: int | None) -> int:
+    """Every Procfile process (after this machine's Redis, if it runs one) until Ctrl-C or
+    SIGTERM, restarted when it dies; the exit status: 0, or 1 if one kept dying."""
+    entries = read_procfile(Path("Procfile"))
+    if redis_port is not None:
+        entries = {"redis": redis_command(redis_port), **entries}
+    supervisor = Supervisor(entries, {**env, "PORT": str(port)})
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stopping.set())
+    if redis_port is not None:
+        supervisor.start(supervisor.processes[0])
+        wait_for_redis(redis_port)
+        print(f"trafficrisk: redis-server on 127.0.0.1:{redis_port} (data in {VAR / 'redis'})", flush=True)
+    return supervisor.run()
 
 
 def main() -> None:
-    redis = None
     try:
-        env, redis = prepare_environment()
+        env, redis_port = prepare_environment()
         port = validate(env)
         print(f"trafficrisk: dashboard on http://127.0.0.1:{port}/ (user admin; the password is "
               f"TRAFFICRISK_DASHBOARD_PASSWORD in {CREDENTIALS} unless you set it yourself)", flush=True)
-        run_procfile(env, port)
-    except SettingsError as error:
+        status = supervise(env, port, redis_port)
+    except (SettingsError, ProcfileError) as error:
         print(f"trafficrisk: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    finally:
-        if redis is not None:
-            redis.terminate()
-            redis.wait(10)
+    raise SystemExit(status)

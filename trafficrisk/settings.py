@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     frame_ttl_s: int = Field(120, gt=0)
     # A frame with no outcome this long after capture counts as lost (its task died with a
     # worker or with Redis) and frees its camera's slot in flight.
-    flight_timeout_s: float = Field(30.0, gt=0, le=3600)
+    flight_timeout_s: float = Field(20.0, gt=0, le=3600)
     jpeg_quality: int = Field(85, ge=10, le=100)
     history_length: int = Field(1000, gt=0)
     alerts_length: int = Field(5000, gt=0)

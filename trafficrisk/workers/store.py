@@ -326,7 +326,7 @@ class Store:
         client: Any,
         *,
         frame_ttl_s: int = 120,
-        flight_timeout_s: float = 30.0,
+        flight_timeout_s: float = 20.0,
         history_length: int = 1000,
         alerts_length: int = 5000,
         lateness_s: float = 10.0,
