@@ -52,18 +52,34 @@ class Chaos:
 
     def start_redis(self) -> None:
         self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-             "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         wait_for_port(self.port, timeout=20)
 
     def start(self, name: str) -> None:
         args = {"capture": ["capture"], "web": ["web"]}.get(name, ["worker", name])
         with (self.logs / f"{name}.log").open("ab") as log:
             command = [sys.executable, "-m", "trafficrisk.cli", *args]
-            self.procs[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=5)
@@ -93,11 +109,21 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     receiver = Receiver([200])
     port, web_port = free_port(), free_port()
     env = worker_env(
-        redis_url=f"redis://127.0.0.1:{port}/0", cameras_file=str(write_cameras(folder)), model="ssd",
-        device="cpu", patterns_file=str(folder / "patterns.yaml"), webhook_urls=receiver.url,
-        webhook_secret="chaos-secret", api_token=TOKEN, dashboard_password="chaos-password",
-        secret_key="chaos-key", camera_sync_s="1", flight_timeout_s=str(FLIGHT_TIMEOUT_S),
-        webhook_backoff_max_s="2", detect_batch_size="2")
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        cameras_file=str(write_cameras(folder)),
+        model="ssd",
+        device="cpu",
+        patterns_file=str(folder / "patterns.yaml"),
+        webhook_urls=receiver.url,
+        webhook_secret="chaos-secret",
+        api_token=TOKEN,
+        dashboard_password="chaos-password",
+        secret_key="chaos-key",
+        camera_sync_s="1",
+        flight_timeout_s=str(FLIGHT_TIMEOUT_S),
+        webhook_backoff_max_s="2",
+        detect_batch_size="2",
+    )
     env["PORT"] = str(web_port)
     fleet = Chaos(port, data, logs, env, receiver)
     fleet.start_redis()
@@ -136,13 +162,21 @@ def ledger(fleet: Chaos) -> tuple[int, int, dict[str, int], int]:
     frames, dropped, *flying = pipe.execute()
     client.close()
     counts = {k.decode(): int(v) for k, v in frames.items()}
-    return (counts.get("offered", 0), counts.get("stored", 0),
-            {k.decode(): int(v) for k, v in dropped.items()}, sum(flying))
+    return (
+        counts.get("offered", 0),
+        counts.get("stored", 0),
+        {k.decode(): int(v) for k, v in dropped.items()},
+        sum(flying),
+    )
 
 
 def assert_recovered(fleet: Chaos, back_at: float) -> None:
-    wait_for(lambda: all_cameras_since(fleet, back_at), RECOVERY_S, f"every camera within {RECOVERY_S:.0f} s",
-             fleet.log_tails)
+    wait_for(
+        lambda: all_cameras_since(fleet, back_at),
+        RECOVERY_S,
+        f"every camera within {RECOVERY_S:.0f} s",
+        fleet.log_tails,
+    )
     assert time.time() - back_at < RECOVERY_S + 1
     offered, stored, dropped, flying = ledger(fleet)
     assert offered == stored + sum(dropped.values()) + flying, (offered, stored, dropped, flying)
@@ -169,8 +203,12 @@ def assert_alerts_delivered(fleet: Chaos, since: float) -> None:
         bodies = [json.loads(r.body) for r in fleet.receiver.received]
         return {b["alert"]["alert_id"] for b in bodies if b["event"] == "alert.opened"}
 
-    wait_for(lambda: {a.alert_id for a in settled} <= delivered(), 30, "the window's alerts delivered",
-             fleet.log_tails)
+    wait_for(
+        lambda: {a.alert_id for a in settled} <= delivered(),
+        30,
+        "the window's alerts delivered",
+        fleet.log_tails,
+    )
     seen: dict[str, tuple[str, float]] = {}
     for received in fleet.receiver.received:
         body = json.loads(received.body)

@@ -15,8 +15,11 @@ from conftest import wait_for
 from trafficrisk.supervisor import ProcfileError, Supervisor, read_procfile, systemd_units
 
 PROCFILES = [
-    ("two lines", "web: trafficrisk web\ndetect: trafficrisk worker detect\n",
-     {"web": "trafficrisk web", "detect": "trafficrisk worker detect"}),
+    (
+        "two lines",
+        "web: trafficrisk web\ndetect: trafficrisk worker detect\n",
+        {"web": "trafficrisk web", "detect": "trafficrisk worker detect"},
+    ),
     ("comments and blanks", "# the fleet\n\nweb:   trafficrisk web  \n", {"web": "trafficrisk web"}),
     ("not name: command", "web trafficrisk web\n", "expected 'name: command'"),
     ("a name twice", "web: a\nweb: b\n", "'web' appears twice"),
@@ -24,8 +27,9 @@ PROCFILES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [row[1:] for row in PROCFILES],
-                         ids=[row[0] for row in PROCFILES])
+@pytest.mark.parametrize(
+    ("text", "expected"), [row[1:] for row in PROCFILES], ids=[row[0] for row in PROCFILES]
+)
 def test_read_procfile(tmp_path: Path, text: str, expected: dict[str, str] | str) -> None:
     path = tmp_path / "Procfile"
     path.write_text(text)
@@ -52,9 +56,11 @@ def supervise(entries: dict[str, str]) -> tuple[Supervisor, io.StringIO, threadi
 def test_a_process_that_dies_is_restarted_and_logged_by_name(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     # Dies with status 3 on its first start, then runs until stopped.
-    flaky = python(f"import pathlib, sys, time\np = pathlib.Path({str(marker)!r})\n"
-                   "first = not p.exists()\np.write_text('x')\nprint('up', flush=True)\n"
-                   "sys.exit(3) if first else time.sleep(60)")
+    flaky = python(
+        f"import pathlib, sys, time\np = pathlib.Path({str(marker)!r})\n"
+        "first = not p.exists()\np.write_text('x')\nprint('up', flush=True)\n"
+        "sys.exit(3) if first else time.sleep(60)"
+    )
     steady = python("import time; print('steady', flush=True); time.sleep(60)")
     supervisor, out, thread, status = supervise({"flaky": flaky, "steady": steady})
     wait_for(lambda: out.getvalue().count("flaky  | up") == 2, 20, "flaky to start twice", out.getvalue)
@@ -77,8 +83,12 @@ def test_one_that_keeps_dying_makes_the_supervisor_give_up_with_status_1() -> No
 
 
 def test_systemd_units_restart_on_failure() -> None:
-    units = systemd_units({"web": "trafficrisk web", "detect": "trafficrisk worker detect"}, Path("/srv/tr"),
-                          Path("/srv/tr/.venv/bin"), Path("/etc/trafficrisk/env"))
+    units = systemd_units(
+        {"web": "trafficrisk web", "detect": "trafficrisk worker detect"},
+        Path("/srv/tr"),
+        Path("/srv/tr/.venv/bin"),
+        Path("/etc/trafficrisk/env"),
+    )
     assert sorted(units) == ["trafficrisk-detect.service", "trafficrisk-web.service", "trafficrisk.target"]
     detect = units["trafficrisk-detect.service"]
     assert "ExecStart=/srv/tr/.venv/bin/trafficrisk worker detect" in detect
@@ -87,8 +97,10 @@ def test_systemd_units_restart_on_failure() -> None:
 
 
 def test_stop_kills_what_ignores_sigterm() -> None:
-    stubborn = python("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                      "print('ready', flush=True)\ntime.sleep(120)")
+    stubborn = python(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(120)"
+    )
     supervisor, out, thread, status = supervise({"stubborn": stubborn})
     wait_for(lambda: "ready" in out.getvalue(), 20, "the process to start", out.getvalue)
     import trafficrisk.supervisor as module

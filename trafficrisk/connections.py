@@ -46,8 +46,9 @@ def tls_options(url: str) -> dict[str, Any]:
     the URL says `ssl_cert_reqs=none`.
     """
     query = {name: values[-1] for name, values in parse_qs(urlsplit(url).query).items()}
-    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS.get(query.get("ssl_cert_reqs", "required").lower(),
-                                                                ssl.CERT_REQUIRED)}
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": _CERT_REQS.get(query.get("ssl_cert_reqs", "required").lower(), ssl.CERT_REQUIRED)
+    }
     for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
         if name in query:
             options[name] = query[name]
