@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,27 @@ def test_a_waiting_switch_is_not_starved_by_later_usual_opens() -> None:
     for thread in (holder, switch, late):
         thread.join(5)
     assert order == ["udp", "late tcp"]
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "vtest.avi"
+# FFmpeg protocols that reach around the camera URL policy, refused whatever the URL says.
+PROTOCOL_ROWS = [
+    ("a plain file", str(SAMPLE), True),
+    ("subfile: of a file", f"subfile,,start,0,end,0,,:{SAMPLE}", False),
+    ("concat: of files", f"concat:{SAMPLE}|{SAMPLE}", False),
+    ("a data: URI", "data:video/avi;base64,AAAA", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "opens"), [row[1:] for row in PROTOCOL_ROWS], ids=[row[0] for row in PROTOCOL_ROWS]
+)
+def test_ffmpeg_opens_only_whitelisted_protocols(url: str, opens: bool) -> None:
+    import cv2
+
+    assert os.environ[OPTIONS_VARIABLE] == ffmpeg_options("tcp")  # what every capture opens with
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    try:
+        assert capture.isOpened() == opens
+    finally:
+        capture.release()

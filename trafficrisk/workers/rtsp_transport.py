@@ -22,9 +22,16 @@ OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 USUAL: Transport = "tcp"  # UDP loses packets on busy networks and smears frames
 
 
+# What FFmpeg may open, even when a URL or a stream inside it asks for more: a camera URL
+# passed the UrlPolicy (workers/camera_url.py), but FFmpeg also follows what a stream
+# names (a playlist's entries, a concat: or subfile: list, a data: URI), and its other
+# protocols (ftp, gopher, pipes...) would let a stream reach what the policy refused.
+PROTOCOLS = "file,rtp,rtsp,rtsps,srtp,tcp,udp,tls,http,https,httpproxy,crypto"
+
+
 def ffmpeg_options(transport: Transport) -> str:
     # A short analyzeduration makes opening take 0.4 s instead of about 3 s.
-    return f"rtsp_transport;{transport}|analyzeduration;100000"
+    return f"rtsp_transport;{transport}|analyzeduration;100000|protocol_whitelist;{PROTOCOLS}"
 
 
 class TransportLock:
