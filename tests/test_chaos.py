@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from fleet import PATTERNS, TOKEN
+from fleet import ARTIFACTS, PATTERNS, TOKEN
 
 from conftest import Receiver, free_port, stop_all, wait_for, wait_for_port, worker_env
 from trafficrisk.scenario import SCENARIOS, write
@@ -170,14 +170,16 @@ def ledger(fleet: Chaos) -> tuple[int, int, dict[str, int], int]:
     )
 
 
-def assert_recovered(fleet: Chaos, back_at: float) -> None:
+def assert_recovered(fleet: Chaos, back_at: float) -> dict[str, object]:
+    """The checks after a fault; the figures docs/reliability.md reports."""
     wait_for(
         lambda: all_cameras_since(fleet, back_at),
         RECOVERY_S,
         f"every camera within {RECOVERY_S:.0f} s",
         fleet.log_tails,
     )
-    assert time.time() - back_at < RECOVERY_S + 1
+    recovered_s = time.time() - back_at
+    assert recovered_s < RECOVERY_S + 1
     offered, stored, dropped, flying = ledger(fleet)
     assert offered == stored + sum(dropped.values()) + flying, (offered, stored, dropped, flying)
     assert stored > 0
@@ -189,6 +191,13 @@ def assert_recovered(fleet: Chaos, back_at: float) -> None:
     client.close()
     for name, proc in fleet.procs.items():
         assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{fleet.log_tails()}"
+    return {
+        "recovered_s": round(recovered_s, 1),
+        "offered": offered,
+        "stored": stored,
+        "dropped": dropped,
+        "in_flight": flying,
+    }
 
 
 def assert_alerts_delivered(fleet: Chaos, since: float) -> None:
@@ -253,12 +262,17 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("fault", [row[1] for row in FAULTS], ids=[row[0] for row in FAULTS])
-def test_fleet_recovers(chaos: Chaos, fault: object) -> None:
+@pytest.mark.parametrize(("name", "fault"), FAULTS, ids=[row[0] for row in FAULTS])
+def test_fleet_recovers(chaos: Chaos, name: str, fault: object) -> None:
     started = time.time()
     back_at = fault(chaos)  # type: ignore[operator]
-    assert_recovered(chaos, back_at)
+    figures = assert_recovered(chaos, back_at)
     assert_alerts_delivered(chaos, started)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "chaos.jsonl").open("a") as out:
+        out.write(
+            json.dumps({"fault": name, **figures, "webhooks_received": len(chaos.receiver.received)}) + "\n"
+        )
 
 
 def test_web_killed_and_restarted_answers_again(chaos: Chaos) -> None:
