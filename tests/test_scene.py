@@ -317,7 +317,6 @@ def test_two_workers_share_one_camera_s_scene(redis_url: str) -> None:
     keeper = SceneKeeper("cam", GEOMETRY, LIMITS)
     expected = [keeper.step(s.seq, s.at)(s.detections) for s in frames]
     sampler = Store(redis.Redis.from_url(redis_url))
-    # Sampled at a time before the frame-number floor (Store._RESERVE): numbers start at 1.
     seqs = [sampler.reserve_frames(["cam"], EARLY, len(frames))["cam"] for _ in frames]
     assert seqs == [s.seq for s in frames]
     seen: dict[int, SceneFrame] = {}

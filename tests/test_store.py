@@ -212,30 +212,6 @@ def test_frame_ledger(store: Store, steps: list[tuple[Any, ...]], offered: int, 
     assert offered == stored + sum(dropped.values()) + flying
 
 
-# What Redis did between two beats, and whether the camera's numbers go on by one.
-RESTARTS = [
-    ("nothing", None, True),
-    ("restarted from an old save", "restore", False),
-    ("restarted without its data", "flush", False),
-]
-
-
-@pytest.mark.parametrize(("restart", "consecutive"), [row[1:] for row in RESTARTS],
-                         ids=[row[0] for row in RESTARTS])
-def test_frame_numbers_never_repeat(store: Store, restart: str | None, consecutive: bool) -> None:
-    now = time.time()
-    given = [store.reserve_frames(["a"], now, limit=99)["a"] for _ in range(10)]
-    assert given == list(range(given[0], given[0] + 10))
-    if restart == "restore":  # the save had the numbers up to the third; its run id was another
-        store.client.set("tr:seq:a", given[2])
-        store.client.set("tr:redis_run", "before")
-    elif restart == "flush":
-        store.client.flushall()
-    after = store.reserve_frames(["a"], now + 1, limit=99)["a"]
-    assert after > given[-1]
-    assert (after == given[-1] + 1) == consecutive
-
-
 def test_bursts(store: Store) -> None:
     store.start_burst("a", 0.3)
     assert store.bursting(["a", "b"]) == {"a"}

@@ -219,7 +219,6 @@ def test_two_workers_share_one_camera_s_tracks(redis_url: str) -> None:
     frame's walker keeps id 1, and the state ends at the last frame."""
     frames = [(n, n * 0.2, [walker(100 + 4 * n)]) for n in range(1, 61)]
     sampler = Store(redis.Redis.from_url(redis_url))
-    # Sampled at a time before the frame-number floor (Store._RESERVE): numbers start at 1.
     assert [sampler.reserve_frames(["cam"], EARLY, 100)["cam"] for _ in frames] == list(range(1, 61))
     ids: dict[int, int | None] = {}
     barrier = threading.Barrier(2)

@@ -35,8 +35,6 @@ STATUS_KEY = PREFIX + "camera_status"
 ALERTS_KEY = PREFIX + "alerts"
 DROPPED_KEY = PREFIX + "frames_dropped"
 FRAMES_KEY = PREFIX + "frames"  # offered, stored: the frame ledger (see _RESERVE)
-SEQ_FLOOR_RATE = 16  # a second: above the fastest sampling (15 fps)
-SEQ_FLOOR_SINCE = 1_767_225_600  # 2026-01-01 UTC
 CAMERAS_FILE_KEY = PREFIX + "cameras_file"
 LLM_OUTCOMES_KEY = PREFIX + "llm_outcomes"
 LATE_RESULTS_KEY = PREFIX + "late_results"
@@ -69,32 +67,16 @@ Kept = TypeVar("Kept")
 # their slot; if there is room, take the next sequence number and mark that frame in
 # flight, else count a backpressure drop. `unpublished` frames are those a capture
 # process sampled while Redis did not answer: offered, and dropped.
-# Frame numbers, and the conflict and alert ids made from them, never repeat (or a
-# receiver that drops repeated ids would drop new alerts): a Redis that restarted (its
-# run id changed) may have lost the numbers given since its last save, or all of them,
-# so every camera's numbers then continue above a floor that grows faster than any
-# camera samples (SEQ_FLOOR_RATE a second since 2026); a first start counts as one.
 _RESERVE = """
 local now, timeout, limit, prefix, unpublished = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4], tonumber(ARGV[5])  -- ARGV[6]: the floor, should Redis have restarted; then the cameras
+  ARGV[4], tonumber(ARGV[5])  -- ARGV[6] unused; then the cameras
 local seqs, dropped, lost = {}, 0, 0
-local floor = tonumber(redis.call('GET', prefix .. 'seq_floor') or 0)
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-if redis.call('GET', prefix .. 'redis_run') ~= run then
-  redis.call('SET', prefix .. 'redis_run', run)
-  floor = math.max(floor, tonumber(ARGV[6]))
-  redis.call('SET', prefix .. 'seq_floor', floor)
-end
 for i = 7, #ARGV do
   local camera = ARGV[i]
   local flights = prefix .. 'inflight:' .. camera
   lost = lost + redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - timeout)
   if redis.call('ZCARD', flights) < limit then
     local seq = redis.call('INCR', prefix .. 'seq:' .. camera)
-    if seq <= floor then
-      seq = floor + 1
-      redis.call('SET', prefix .. 'seq:' .. camera, seq)
-    end
     redis.call('ZADD', flights, now, camera .. ':' .. seq)
     seqs[#seqs + 1] = seq
   else
@@ -391,8 +373,7 @@ class Store:
 
         One round trip for a whole beat, however many cameras are due in it.
         """
-        floor = int((now - SEQ_FLOOR_SINCE) * SEQ_FLOOR_RATE)
-        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, floor, *camera_ids]
+        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, 0, *camera_ids]
         seqs = self._reserve(args=args)
         return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
 
