@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,6 @@ LIMITS = Thresholds()
 PLANE = GroundPlane.from_points(**CAMERA.calibration())
 GEOMETRY = Geometry(CAMERA.width, CAMERA.height, calibration=PLANE)
 
-
-EARLY = 1000.0
 
 def detection(actor: Actor, t: float) -> Detection | None:
     """The road user's box at time t, clipped to the image; None when it is out of view."""
@@ -317,7 +316,7 @@ def test_two_workers_share_one_camera_s_scene(redis_url: str) -> None:
     keeper = SceneKeeper("cam", GEOMETRY, LIMITS)
     expected = [keeper.step(s.seq, s.at)(s.detections) for s in frames]
     sampler = Store(redis.Redis.from_url(redis_url))
-    seqs = [sampler.reserve_frames(["cam"], EARLY, len(frames))["cam"] for _ in frames]
+    seqs = [sampler.reserve_frames(["cam"], time.time(), len(frames))["cam"] for _ in frames]
     assert seqs == [s.seq for s in frames]
     seen: dict[int, SceneFrame] = {}
     barrier = threading.Barrier(2)

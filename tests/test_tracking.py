@@ -4,6 +4,7 @@ trails that leave out boxes whose feet are hidden or cut off by the image's edge
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +15,6 @@ from trafficrisk.workers.scene import wait_turn
 from trafficrisk.workers.store import Store
 from trafficrisk.workers.tracking import MAX_AGE_S, Corners, TrackerState, hidden_feet, track_frame
 
-EARLY = 1000.0
 
 def walker(x: float, label: str = "person", y: float = 100.0) -> Detection:
     """A road user 40 px wide and 100 px tall whose box starts at x."""
@@ -219,7 +219,7 @@ def test_two_workers_share_one_camera_s_tracks(redis_url: str) -> None:
     frame's walker keeps id 1, and the state ends at the last frame."""
     frames = [(n, n * 0.2, [walker(100 + 4 * n)]) for n in range(1, 61)]
     sampler = Store(redis.Redis.from_url(redis_url))
-    assert [sampler.reserve_frames(["cam"], EARLY, 100)["cam"] for _ in frames] == list(range(1, 61))
+    assert [sampler.reserve_frames(["cam"], time.time(), 100)["cam"] for _ in frames] == list(range(1, 61))
     ids: dict[int, int | None] = {}
     barrier = threading.Barrier(2)
 

@@ -69,9 +69,9 @@ Kept = TypeVar("Kept")
 # process sampled while Redis did not answer: offered, and dropped.
 _RESERVE = """
 local now, timeout, limit, prefix, unpublished = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4], tonumber(ARGV[5])  -- ARGV[6] unused; then the cameras
+  ARGV[4], tonumber(ARGV[5])  -- then the cameras
 local seqs, dropped, lost = {}, 0, 0
-for i = 7, #ARGV do
+for i = 6, #ARGV do
   local camera = ARGV[i]
   local flights = prefix .. 'inflight:' .. camera
   lost = lost + redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - timeout)
@@ -84,7 +84,7 @@ for i = 7, #ARGV do
     dropped = dropped + 1
   end
 end
-redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 6 + unpublished)
+redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 5 + unpublished)
 for reason, count in pairs({backpressure = dropped, lost = lost, unpublished = unpublished}) do
   if count > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', reason, count) end
 end
@@ -373,8 +373,7 @@ class Store:
 
         One round trip for a whole beat, however many cameras are due in it.
         """
-        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, 0, *camera_ids]
-        seqs = self._reserve(args=args)
+        seqs = self._reserve(args=[now, self.flight_timeout_s, limit, PREFIX, unpublished, *camera_ids])
         return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
 
     def put_frames(self, frames: list[tuple[str, int, bytes]]) -> list[str]:
