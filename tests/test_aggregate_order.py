@@ -187,6 +187,8 @@ def test_a_real_worker_takes_shuffled_redelivered_results_as_if_in_order(
 def test_a_frame_detect_drops_holds_up_no_pattern(client: Any, producer: Any,
                                                    workers: Callable[[], str]) -> None:
     store, now, jpeg = Store(client), time.time(), sample_jpeg()
+    # offered as capture offers them, so the ledger has them in flight
+    assert [store.reserve_frames(["drops"], now, limit=8)["drops"] for _ in range(8)] == list(range(1, 9))
     refs = [FrameRef(camera_id="drops", seq=seq, captured_at=now + seq / 5, frame_key=frame_key("drops", seq),
                      width=768, height=576) for seq in range(1, 9)]
     store.put_frames([("drops", ref.seq, jpeg) for ref in refs if ref.seq != 5])  # frame 5 expired
