@@ -3,10 +3,13 @@ real capture process's."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import DATA, SAMPLE_VIDEO
 from trafficrisk.settings import Settings
@@ -52,6 +55,13 @@ def media(tmp_path: Path) -> Path:
         ("/dev/video0", "local devices are off", {}),
         ("device:0", "local devices are off", {}),
         ("/dev/video0", None, {"devices": True}),
+        # Found by fuzzing the API (tests/test_api_fuzz.py, this file's property test): each was a 500.
+        ("~no-such-user/clip.avi", "no such home directory", {}),  # RuntimeError from expanduser
+        ("clip\x00.avi", "contains a NUL character", {}),  # ValueError from the file system
+        ("http://cam.example\x00/x", "contains a NUL character", {}),
+        ("rtsp://[::1", "rtsp://[::1: not a valid URL", {}),  # ValueError from urlsplit
+        ("rtsp://u:hunter2@[cam]/s", "rtsp://u:***@[cam]/s: not a valid URL", {}),  # bracketed, no IP
+        ("http://[]/x", "not a valid URL", {}),
     ],
 )
 def test_the_policy(media: Path, url: str, refused: str | None, options: dict[str, object]) -> None:
@@ -92,3 +102,17 @@ def test_the_policy_from_the_settings(
 def test_a_bad_allowed_network_stops_start_up(network: str) -> None:
     with pytest.raises(ValueError, match="not a network"):
         Settings(camera_allow_networks=(network,))
+
+
+# What people paste: anything, and anything after a scheme, a `~`, a path or a bracket.
+PREFIXES = ["rtsp://", "http://", "https://u:p@", "rtsp://[", "http://u:p@[", "~", "/"]
+TYPED = st.one_of(st.text(), st.builds(str.__add__, st.sampled_from(PREFIXES), st.text()))
+
+
+@settings(max_examples=500, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(url=TYPED)
+def test_the_policy_refuses_or_allows_whatever_is_typed(url: str) -> None:
+    """Any string: allowed, or refused with a CameraUrlError; never another error (a 500)."""
+    policy = Settings(cameras_file=Path("cameras.yaml")).url_policy()
+    with contextlib.suppress(CameraUrlError):
+        policy.check(url)

@@ -78,6 +78,11 @@ SQUARE = [[0, 0], [10, 0], [10, 10], [0, 10]]
         ({"id": "a", "url": "file:///etc/passwd"}, 400, "url: file:///etc/passwd: the scheme must be one of"),
         ({"id": "a", "url": "/etc/passwd"}, 400, "url: /etc/passwd: a video file must be under the media"),
         ({"id": "a", "url": "rtsp://u:hunter2@h:99999/x"}, 400, "url: rtsp://u:***@h:99999/x: invalid port"),
+        # Found by fuzzing the API: each was a 500.
+        ({"id": "a", "url": "~no-such-user/x.avi"}, 400, "url: ~no-such-user/x.avi: no such home directory"),
+        ({"id": "a", "url": "x\x00.avi"}, 400, "url: 'x\\x00.avi': contains a NUL character"),
+        ({"id": "a", "url": "rtsp://u:hunter2@[h/s"}, 400, "url: rtsp://u:***@[h/s: not a valid URL"),
+        ({"id": "a", "url": "x", "snapshot": 0}, 400, "snapshot: Input should be a valid boolean"),
         ({"id": "a b", "url": "x"}, 400, "id: String should match pattern"),
         ({"id": "a", "url": "x", "colour": "red"}, 400, "colour: Extra inputs are not permitted"),
         ({"url": "x"}, 400, "id: Field required"),

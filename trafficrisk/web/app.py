@@ -12,7 +12,7 @@ from flask_socketio import ConnectionRefusedError, SocketIO, emit
 from trafficrisk.connections import REDIS_OPTIONS, redis_client
 from trafficrisk.events import CAMERA_STATUS, SOCKETIO_CHANNEL
 from trafficrisk.settings import Settings, get_settings
-from trafficrisk.web import api, metrics, pages, system
+from trafficrisk.web import api, errors, metrics, openapi, pages, system
 from trafficrisk.web.auth import Credentials, is_authorized
 from trafficrisk.workers.store import Store
 
@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None) -> tuple[Flask, SocketIO]:
     app.extensions["trafficrisk.credentials"] = Credentials(settings)
     app.extensions["trafficrisk.store"] = Store.from_settings(client, settings)
     app.extensions["trafficrisk.worker_probe"] = system.WorkerProbe(settings.redis_url)
-    for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint, system.blueprint):
+    for blueprint in (pages.blueprint, api.blueprint, metrics.blueprint, system.blueprint, openapi.blueprint):
         app.register_blueprint(blueprint)
+    errors.register(app)
     app.after_request(_security_headers)
     # threading mode: eventlet is unmaintained; gunicorn's gthread worker serves it.
     socketio = SocketIO(app, async_mode="threading", message_queue=settings.redis_url,

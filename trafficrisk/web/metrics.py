@@ -18,6 +18,7 @@ from trafficrisk.messages import AlertState, CameraState
 from trafficrisk.queues import QUEUES
 from trafficrisk.web.api import store
 from trafficrisk.web.auth import api_auth_required
+from trafficrisk.web.openapi import describe
 from trafficrisk.workers.store import Store
 
 blueprint = Blueprint("metrics", __name__)
@@ -106,7 +107,9 @@ class FleetCollector:
 
 @blueprint.get("/metrics")
 @api_auth_required
+@describe(answer="text/plain")
 def metrics() -> Response:
+    """The fleet's Prometheus metrics, computed from Redis at scrape time."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -20,7 +20,9 @@ from trafficrisk.queues import QUEUES
 from trafficrisk.settings import Settings
 from trafficrisk.web.api import store
 from trafficrisk.web.auth import api_auth_required
+from trafficrisk.web.bodies import SystemReport
 from trafficrisk.web.metrics import nearest_rank, queue_depth
+from trafficrisk.web.openapi import describe
 from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,10 @@ def worker_probe() -> WorkerProbe:
 
 @blueprint.get("/system")
 @api_auth_required
+@describe(answer=SystemReport)
 def system() -> Any:
+    """The fleet at a glance: queue depths, live workers (a Celery ping, at most every 5 s), the
+    LLM's latency, outcomes and keys (masked), dropped frames and webhook deliveries."""
     settings: Settings = current_app.extensions["trafficrisk.settings"]
     fleet_store = store()
     sighting = worker_probe().workers()

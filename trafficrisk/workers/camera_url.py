@@ -81,11 +81,16 @@ class UrlPolicy:
             if not self.allow_devices:
                 raise CameraUrlError(f"{url}: local devices are off (TRAFFICRISK_ALLOW_DEVICES)")
             return
+        if "\x00" in url:  # no file name, host or path can hold one; os calls raise on it
+            raise CameraUrlError(f"{mask_url(url)!r}: contains a NUL character")
         if "://" not in url:
             self._check_file(url)
             return
-        parts = urlsplit(url)
         shown = mask_url(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an unclosed `[`, or a bracketed host that is no IP address
+            raise CameraUrlError(f"{shown}: not a valid URL") from None
         if parts.scheme.lower() not in SCHEMES:
             raise CameraUrlError(
                 f"{shown}: the scheme must be one of {', '.join(SCHEMES)} "
@@ -100,7 +105,10 @@ class UrlPolicy:
         self._check_host(parts.hostname, shown)
 
     def _check_file(self, path: str) -> None:
-        resolved = Path(path).expanduser().resolve()  # symlinks followed: where it really is
+        try:
+            resolved = Path(path).expanduser().resolve()  # symlinks followed: where it really is
+        except RuntimeError:  # `~someone/...` for a user this machine does not have
+            raise CameraUrlError(f"{path}: no such home directory") from None
         if not any(resolved.is_relative_to(folder) for folder in self.media_folders):
             raise CameraUrlError(
                 f"{path}: a video file must be under the media folders (TRAFFICRISK_MEDIA_FOLDERS)"

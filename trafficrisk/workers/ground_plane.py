@@ -21,6 +21,11 @@ Point = tuple[float, float]
 log = logging.getLogger(__name__)
 
 
+# Larger coordinates are no pixel and no road (UTM northings stay below 1e7 m); they would
+# overflow the collinearity test below (found by the API fuzz test: a 1.8e308 → a 500).
+MAX_COORDINATE = 1e7
+
+
 class CalibrationError(ValueError):
     """Four points that do not define a usable homography."""
 
@@ -29,6 +34,8 @@ def _check_points(points: Sequence[Sequence[float]], what: str) -> np.ndarray:
     array = np.asarray(points, dtype=np.float64)
     if array.shape != (4, 2) or not np.all(np.isfinite(array)):
         raise CalibrationError(f"{what}: need four [x, y] points, got {points!r}")
+    if np.abs(array).max() > MAX_COORDINATE:
+        raise CalibrationError(f"{what}: coordinates must be within ±{MAX_COORDINATE:g}")
     for i in range(4):  # any three on one line make the mapping degenerate
         others = np.delete(array, i, axis=0)
         a, b = others[1] - others[0], others[2] - others[0]

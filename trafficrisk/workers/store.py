@@ -295,6 +295,11 @@ def evidence_key(alert_id: str, kind: str) -> str:
     return f"{PREFIX}evidence:{alert_id}:{kind}"
 
 
+class AlertChangeError(ValueError):
+    """A change of state an alert's lifecycle does not allow (the client's mistake: 409),
+    kept apart from a stored alert that fails to parse (the fleet's: 500)."""
+
+
 @dataclass(frozen=True)
 class SaveOutcome:
     is_new: bool  # False: this frame's result was saved before
@@ -850,8 +855,8 @@ class Store:
         return self._with_evidence([Alert.from_wire(raw)])[0] if raw else None
 
     def change_alert_state(self, alert_id: str, state: AlertState, now: float) -> Alert | None:
-        """The alert in its new state (None when there is no such alert); ValueError for a
-        change its lifecycle does not allow."""
+        """The alert in its new state (None when there is no such alert); AlertChangeError for
+        a change its lifecycle does not allow."""
         key = alert_key(alert_id)
 
         def attempt(pipe: Any) -> Alert | None:
@@ -860,7 +865,7 @@ class Store:
                 return None
             alert = Alert.from_wire(raw)
             if not alert.state.can_become(state):
-                raise ValueError(f"alert {alert_id} is {alert.state}: it cannot become {state}")
+                raise AlertChangeError(f"alert {alert_id} is {alert.state}: it cannot become {state}")
             changed = alert.model_copy(update={"state": state, "updated_at": now})
             pipe.multi()
             pipe.set(key, changed.model_dump_json(), keepttl=True)
