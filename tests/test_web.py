@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from trafficrisk.messages import Alert, Camera, FrameResult, RiskLevel
 from trafficrisk.settings import Settings
 from trafficrisk.web.app import create_app
+from trafficrisk.web.bodies import SystemReport
 from trafficrisk.workers.store import Store
 
 TOKEN = "web-test-token"
@@ -330,6 +331,7 @@ def test_system_reports_the_fleet(client: FlaskClient, store: Store) -> None:
     store.count_webhook("delivered")
     store.count_webhook("failed")
     system = client.get("/api/system", headers=AUTH).json or {}
+    SystemReport.model_validate(system)  # what the OpenAPI document says it answers
     assert system["queues"] == {"detect": 2, "llm.high": 1, "llm.low": 0, "aggregate": 0, "alerts": 0}
     assert system["llm"]["cache_hit_rate"] == 0.25  # cache / (cache + llm); fallbacks are no answer
     assert system["llm"]["latency_s"]["low"] == {"count": 4, "p50": 3.0, "p95": 4.0}
