@@ -80,8 +80,12 @@ def run_web(settings: Settings) -> None:
             _bin("gunicorn"),
             "-w",
             "1",
-            "--threads",
-            "100",
+            # gevent: a connection costs a greenlet, not a thread, so sockets that idle or
+            # trickle (a slow-loris) cannot use up the workers and lock the dashboard out.
+            "-k",
+            "gevent",
+            "--worker-connections",
+            str(settings.web_connections),
             "-b",
             bind,
             "--log-level",

@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trafficrisk.messages import AlertState, CameraState
 from trafficrisk.queues import QUEUES
 from trafficrisk.web.api import store
-from trafficrisk.web.auth import api_auth_required
+from trafficrisk.web.auth import metrics_auth_required
 from trafficrisk.workers.store import Store
 
 blueprint = Blueprint("metrics", __name__)
@@ -105,7 +105,7 @@ class FleetCollector:
 
 
 @blueprint.get("/metrics")
-@api_auth_required
+@metrics_auth_required
 def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store()))

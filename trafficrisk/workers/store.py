@@ -227,6 +227,10 @@ def scene_seq_key(camera_id: str) -> str:
     return f"{PREFIX}scene_seq:{camera_id}"
 
 
+def session_key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
+
+
 def scale_key(camera_id: str) -> str:
     return f"{PREFIX}scale:{camera_id}"
 
@@ -401,6 +405,18 @@ class Store:
             if tokens:
                 pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
             pipe.execute()
+
+    # Dashboard sessions live here, not in the cookie alone, so that logout (or an idle
+    # timeout) ends them everywhere, even for a copy of the cookie.
+    def open_session(self, session_id: str, idle_s: int) -> None:
+        self.client.set(session_key(session_id), 1, ex=idle_s)
+
+    def renew_session(self, session_id: str, idle_s: int) -> bool:
+        """False when the session has ended (logged out, or idle past `idle_s`)."""
+        return bool(self.client.expire(session_key(session_id), idle_s))
+
+    def close_session(self, session_id: str) -> None:
+        self.client.delete(session_key(session_id))
 
     def count_webhook(self, outcome: str) -> None:
         """A webhook delivery's outcome: `delivered`, `retried` or `failed` (gave up)."""
