@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trafficrisk.messages import (
+    SEQ_BLOCK,
     Alert,
     AlertState,
     Camera,
@@ -67,16 +68,30 @@ Kept = TypeVar("Kept")
 # their slot; if there is room, take the next sequence number and mark that frame in
 # flight, else count a backpressure drop. `unpublished` frames are those a capture
 # process sampled while Redis did not answer: offered, and dropped.
+# Frame numbers never repeat (messages.SEQ_BLOCK): when Redis's run id changed since the
+# last beat (a restart, with its data or without; a first start counts as one), the
+# floor rises to ARGV[6], and a camera whose count is not above it goes on at floor + 1.
 _RESERVE = """
 local now, timeout, limit, prefix, unpublished = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4], tonumber(ARGV[5])  -- then the cameras
+  ARGV[4], tonumber(ARGV[5])  -- ARGV[6]: the floor, should Redis have restarted; then the cameras
 local seqs, dropped, lost = {}, 0, 0
-for i = 6, #ARGV do
+local floor = tonumber(redis.call('GET', prefix .. 'seq_floor') or 0)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+if redis.call('GET', prefix .. 'redis_run') ~= run then
+  redis.call('SET', prefix .. 'redis_run', run)
+  floor = math.max(floor, tonumber(ARGV[6]))
+  redis.call('SET', prefix .. 'seq_floor', floor)
+end
+for i = 7, #ARGV do
   local camera = ARGV[i]
   local flights = prefix .. 'inflight:' .. camera
   lost = lost + redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - timeout)
   if redis.call('ZCARD', flights) < limit then
     local seq = redis.call('INCR', prefix .. 'seq:' .. camera)
+    if seq <= floor then
+      seq = floor + 1
+      redis.call('SET', prefix .. 'seq:' .. camera, seq)
+    end
     redis.call('ZADD', flights, now, camera .. ':' .. seq)
     seqs[#seqs + 1] = seq
   else
@@ -84,7 +99,7 @@ for i = 6, #ARGV do
     dropped = dropped + 1
   end
 end
-redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 5 + unpublished)
+redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 6 + unpublished)
 for reason, count in pairs({backpressure = dropped, lost = lost, unpublished = unpublished}) do
   if count > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', reason, count) end
 end
@@ -205,6 +220,19 @@ if weight and tonumber(weight) > tonumber(ARGV[2]) then return nil end
 redis.call('HSET', KEYS[1], 'verdict', ARGV[1], 'verdict_weight', ARGV[2])
 return event
 """
+
+
+SEQ_FLOOR_RATE = 32  # numbers a second: twice the fastest sampling (15 fps), for the rounding
+SEQ_FLOOR_SINCE = 1_767_225_600  # 2026-01-01 UTC
+
+
+def seq_floor(now: float) -> int:
+    """Above every frame number given before `now`: the next multiple of SEQ_BLOCK above
+    SEQ_FLOOR_RATE a second since SEQ_FLOOR_SINCE (0 before). Two restarts that lose
+    Redis's data within SEQ_BLOCK / SEQ_FLOOR_RATE (32 s) of each other share a floor."""
+    if now < SEQ_FLOOR_SINCE:
+        return 0
+    return (int((now - SEQ_FLOOR_SINCE) * SEQ_FLOOR_RATE) // SEQ_BLOCK + 1) * SEQ_BLOCK
 
 
 def frame_key(camera_id: str, seq: int) -> str:
@@ -377,7 +405,8 @@ class Store:
 
         One round trip for a whole beat, however many cameras are due in it.
         """
-        seqs = self._reserve(args=[now, self.flight_timeout_s, limit, PREFIX, unpublished, *camera_ids])
+        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, seq_floor(now), *camera_ids]
+        seqs = self._reserve(args=args)
         return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
 
     def put_frames(self, frames: list[tuple[str, int, bytes]]) -> list[str]:
