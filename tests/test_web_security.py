@@ -147,14 +147,20 @@ def form_token_of_dashboard(client: FlaskClient) -> str:
     return match.group(1)
 
 
+def copy_of_session(app: Flask, client: FlaskClient, address: str) -> FlaskClient:
+    """Another client (at `address`) holding a copy of `client`'s session cookie as it is now."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    copy = as_address(app, address)
+    copy.set_cookie("session", cookie.value)
+    return copy
+
+
 def test_logout_ends_the_session_for_every_copy_of_its_cookie(make_app: AppFactory) -> None:
     app = make_app()
     client = as_address(app, "a")
     assert log_in(client) == 302
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    thief = as_address(app, "b")
-    thief.set_cookie("session", cookie.value)
+    thief = copy_of_session(app, client, "b")
     assert thief.get("/api/cameras").status_code == 200  # a copy works while the session lives
     client.post("/logout", data={"csrf_token": form_token_of_dashboard(client)})
     assert thief.get("/api/cameras").status_code == 401
@@ -165,13 +171,9 @@ def test_a_login_starts_a_new_session(make_app: AppFactory) -> None:
     app = make_app()
     planted = as_address(app, "a")
     assert log_in(planted) == 302
-    before = planted.get_cookie("session")
-    assert before is not None
+    stale = copy_of_session(app, planted, "b")
     assert log_in(planted) == 302  # logging in again: a new session id
-    after = planted.get_cookie("session")
-    assert after is not None and after.value != before.value
-    stale = as_address(app, "b")
-    stale.set_cookie("session", before.value)
+    assert planted.get_cookie("session").value != stale.get_cookie("session").value  # type: ignore[union-attr]
     assert stale.get("/api/cameras").status_code == 200  # the first session was not logged out
     planted.post("/logout", data={"csrf_token": form_token_of_dashboard(planted)})
     assert stale.get("/api/cameras").status_code == 200  # logout ends this session, not others
