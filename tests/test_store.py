@@ -25,7 +25,7 @@ from trafficrisk.messages import (
     starts_run,
 )
 from trafficrisk.workers.patterns import ConflictPattern, PatternEngine, RiskyGroup
-from trafficrisk.workers.store import SEQ_FLOOR_RATE, SEQ_FLOOR_SINCE, Store, seq_floor
+from trafficrisk.workers.store import SEQ_FLOOR_SINCE, Store, seq_floor
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def test_frame_numbers_never_repeat(store: Store, restart: str | None, consecuti
         store.client.set("tr:redis_run", "before")
     elif restart == "flush":
         store.client.flushall()
-    after = store.reserve_frames(["a"], now + SEQ_BLOCK / SEQ_FLOOR_RATE, limit=99)["a"]
+    after = store.reserve_frames(["a"], now + 1, limit=99)["a"]
     assert after > given[-1]
     assert (after == given[-1] + 1) == consecutive
     assert starts_run(after) != consecutive
@@ -245,16 +245,16 @@ def test_frame_numbers_never_repeat(store: Store, restart: str | None, consecuti
     [
         (SEQ_FLOOR_SINCE - 1, 0),  # before 2026 (the tests' early clocks): numbers from 1
         (SEQ_FLOOR_SINCE, SEQ_BLOCK),
-        (SEQ_FLOOR_SINCE + 31.9, SEQ_BLOCK),  # 1,020 numbers in: the same block
-        (SEQ_FLOOR_SINCE + 32, 2 * SEQ_BLOCK),
-        (SEQ_FLOOR_SINCE + 86400 * 365, (86400 * 365 * SEQ_FLOOR_RATE // SEQ_BLOCK + 1) * SEQ_BLOCK),
+        (SEQ_FLOOR_SINCE + 0.9, SEQ_BLOCK),  # within the same second: the same floor
+        (SEQ_FLOOR_SINCE + 1, 2 * SEQ_BLOCK),
+        (SEQ_FLOOR_SINCE + 86400 * 365, (86400 * 365 + 1) * SEQ_BLOCK),
     ],
 )
 def test_seq_floor(now: float, floor: int) -> None:
     assert seq_floor(now) == floor
-    assert floor % SEQ_BLOCK == 0
-    # above every number a camera sampling at 15 fps got from a floor 60 s or more before
-    assert seq_floor(now + 60) > seq_floor(now) + 15 * 60
+    # above every number a camera sampling at 15 fps got from a floor a second or more before
+    for later_s in (1, 60, 86400):
+        assert seq_floor(now + later_s) > seq_floor(now) + 15 * later_s
 
 
 def test_bursts(store: Store) -> None:

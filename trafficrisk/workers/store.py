@@ -222,17 +222,18 @@ return event
 """
 
 
-SEQ_FLOOR_RATE = 32  # numbers a second: twice the fastest sampling (15 fps), for the rounding
 SEQ_FLOOR_SINCE = 1_767_225_600  # 2026-01-01 UTC
 
 
 def seq_floor(now: float) -> int:
-    """Above every frame number given before `now`: the next multiple of SEQ_BLOCK above
-    SEQ_FLOOR_RATE a second since SEQ_FLOOR_SINCE (0 before). Two restarts that lose
-    Redis's data within SEQ_BLOCK / SEQ_FLOOR_RATE (32 s) of each other share a floor."""
+    """Above every frame number given before `now`: SEQ_BLOCK for each second since
+    SEQ_FLOOR_SINCE, up to the next whole second (0 before then). A camera samples at
+    most 15 frames a second, far fewer than SEQ_BLOCK; only two restarts that lose Redis's
+    data within the same second share a floor. (Numbers reach 2**53, where JSON and Lua
+    lose integers, in some 270,000 years.)"""
     if now < SEQ_FLOOR_SINCE:
         return 0
-    return (int((now - SEQ_FLOOR_SINCE) * SEQ_FLOOR_RATE) // SEQ_BLOCK + 1) * SEQ_BLOCK
+    return (int(now - SEQ_FLOOR_SINCE) + 1) * SEQ_BLOCK
 
 
 def frame_key(camera_id: str, seq: int) -> str:
