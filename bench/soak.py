@@ -117,21 +117,38 @@ def reading(
     }
 
 
+def figures_of(reading: dict) -> dict[str, float]:
+    """The figures whose growth counts. Frame JPEGs (kept FRAME_TTL_S) follow the frame
+    rate, which follows how busy the machine is: Redis is also given without them."""
+    figures = {f"rss {name}": mib for name, mib in reading["rss_mib"].items()}
+    figures["redis used_memory"] = reading["redis_used_mib"]
+    figures["redis without frames"] = reading["redis_used_mib"] - reading["redis_by_kind"].get(
+        "tr:frame", 0.0
+    )
+    return figures
+
+
 def growth(readings: list[dict], warmup_min: float) -> dict[str, float]:
-    """Percent growth of each figure: the last three readings' mean against the warm-up's end."""
-    base = min(readings, key=lambda r: abs(r["minute"] - warmup_min))
-    tail = readings[-3:]
-    figures = {f"rss {name}": [r["rss_mib"].get(name, 0.0) for r in tail] for name in base["rss_mib"]}
-    figures["redis used_memory"] = [r["redis_used_mib"] for r in tail]
-    start = {
-        **{f"rss {n}": v for n, v in base["rss_mib"].items()},
-        "redis used_memory": base["redis_used_mib"],
-    }
-    return {
-        name: round(100 * (statistics.mean(v) - start[name]) / start[name], 1)
-        for name, v in figures.items()
-        if start[name]
-    }
+    """Percent growth of each figure: the last three readings' mean against the mean of the
+    three around the warm-up's end."""
+    at = min(range(len(readings)), key=lambda i: abs(readings[i]["minute"] - warmup_min))
+    base = [figures_of(r) for r in readings[max(0, at - 1) : at + 2]]
+    tail = [figures_of(r) for r in readings[-3:]]
+    percent = {}
+    for name in base[0]:
+        before = statistics.mean(f.get(name, 0.0) for f in base)
+        after = statistics.mean(f.get(name, 0.0) for f in tail)
+        if before:
+            percent[name] = round(100 * (after - before) / before, 1)
+    return percent
+
+
+def report(readings: list[dict], warmup_min: float) -> dict[str, float]:
+    percent = growth(readings, warmup_min)
+    print(f"growth from minute {warmup_min:g} to minute {readings[-1]['minute']:g} (percent):")
+    for name, value in percent.items():
+        print(f"  {name:24s} {value:+6.1f} %{'  over 5 %' if value >= 5 else ''}")
+    return percent
 
 
 def main() -> None:
@@ -141,7 +158,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=10, help="minutes before the baseline reading")
     parser.add_argument("--every", type=float, default=30, help="seconds between readings")
+    parser.add_argument(
+        "--analyse", type=Path, help="only report on the readings of an earlier run (soak.jsonl)"
+    )
     args = parser.parse_args()
+    if args.analyse:
+        report([json.loads(line) for line in args.analyse.read_text().splitlines()], args.warmup)
+        return
     out = ROOT / "var"
     out.mkdir(exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -220,14 +243,11 @@ def main() -> None:
         "fps": args.fps,
         "minutes": args.minutes,
         "warmup": args.warmup,
-        "growth_percent": growth(readings, args.warmup),
+        "growth_percent": report(readings, args.warmup),
         "first": readings[0],
         "last": readings[-1],
     }
     (out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("growth after the warm-up (percent):")
-    for name, percent in summary["growth_percent"].items():
-        print(f"  {name:24s} {percent:+6.1f} %{'  over 5 %' if percent >= 5 else ''}")
 
 
 if __name__ == "__main__":

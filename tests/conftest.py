@@ -27,6 +27,7 @@ from trafficrisk.workers.capture import CameraReader, CapturedFrame
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 SAMPLE_VIDEO = ROOT / "data" / "vtest.avi"
+BEFORE_THE_FLOOR = 1_000_000.0  # a time (1970) before the frame-number floor: numbers start at 1
 
 
 def free_port() -> int:

@@ -131,7 +131,8 @@ def test_socketio_refuses_a_page_that_is_not_logged_in(browser: Any, fleet: Flee
             socket.on("connect_error", (error) => resolve(`refused: ${error.message}`));
             setTimeout(() => resolve("no answer"), 20000);
         })""")
-        assert outcome == "refused: authentication required"
+        # refused at the Engine.IO handshake (401), before the socket holds anything
+        assert outcome.startswith("refused:"), outcome
     finally:
         context.close()
 

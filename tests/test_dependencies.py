@@ -17,13 +17,13 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 def requirements(extra: str | None = None) -> dict[str, Requirement]:
     listed = PROJECT["dependencies"] if extra is None else PROJECT["optional-dependencies"][extra]
-    return {canonicalize_name(r.name): r for r in map(Requirement, listed)}
+    return {str(canonicalize_name(r.name)): r for r in map(Requirement, listed)}
 
 
-def locked() -> dict[str, str]:
+def locked() -> dict[str, str]:  # by canonical name
     lines = (ROOT / "requirements.lock").read_text().splitlines()
     pins = [line.split("==") for line in lines if line and not line.startswith("#")]
-    return {canonicalize_name(name): version for name, version in pins}
+    return {str(canonicalize_name(name)): version for name, version in pins}
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_the_lock_satisfies_the_requirements() -> None:
 
 def test_the_tests_run_on_the_locked_versions() -> None:
     """What scripts/setup installed is what the lock says (else the lock is stale)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed = {str(canonicalize_name(d.metadata["Name"])): d.version for d in metadata.distributions()}
     differ = {
         name: (version, installed[name])
         for name, version in locked().items()

@@ -17,7 +17,7 @@ from scripted import (
     scripted_story,
 )
 
-from trafficrisk.messages import Alert, ConflictEvent, ConflictSeverity, FrameResult, RiskLevel
+from trafficrisk.messages import SEQ_BLOCK, Alert, ConflictEvent, ConflictSeverity, FrameResult, RiskLevel
 from trafficrisk.workers.patterns import (
     ConflictPattern,
     PatternEngine,
@@ -110,6 +110,21 @@ def test_a_camera_joining_late_waits_for_the_lateness_before_its_first_frame() -
     assert alerts == []
     new, state = engine.advance(state, engine.frame_facts(later[10]))
     assert [a.alert_id for a in new] == [f"cam:risky:{seq}" for seq in range(100, 111)]
+
+
+@pytest.mark.parametrize(
+    ("first", "runs_at_once"),
+    [
+        (1, True),  # a camera's first frame
+        (SEQ_BLOCK * 1_000_000 + 1, True),  # its first after Redis restarted (workers/store.py)
+        (SEQ_BLOCK * 1_000_000 + 2, False),  # joining late: frames before it may still come
+        (SEQ_BLOCK * 1_000_000, False),
+    ],
+)
+def test_a_run_of_numbers_starts_without_waiting(first: int, runs_at_once: bool) -> None:
+    engine = PatternEngine([RiskyGroup(name="risky", cooldown_s=0)], LATENESS_S)
+    alerts, _ = engine.advance(None, engine.frame_facts(scripted_result(first, HIGH)))
+    assert [a.alert_id for a in alerts] == ([f"cam:risky:{first}"] if runs_at_once else [])
 
 
 @pytest.mark.parametrize(

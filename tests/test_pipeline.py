@@ -54,7 +54,7 @@ def test_results_land_in_redis_and_reach_socketio(fleet: Fleet) -> None:
         received.append(data)
         got_one.set()
 
-    client.connect(fleet.web_url, auth={"token": TOKEN}, wait_timeout=10)
+    client.connect(fleet.web_url, headers={"Authorization": f"Bearer {TOKEN}"}, wait_timeout=10)
     try:
         latest = wait_until(lambda: newest_result(fleet, 0), 90, "a FrameResult in Redis", fleet)
         assert got_one.wait(30), "no frame_result reached the Socket.IO client"
@@ -83,13 +83,19 @@ def test_dead_camera_is_offline_while_the_other_works(fleet: Fleet) -> None:
 
 
 @pytest.mark.parametrize(
-    ("auth", "refused"),
-    [(None, True), ({"token": "wrong"}, True), ({"token": TOKEN}, False)],
+    ("headers", "auth", "refused"),
+    [
+        ({}, None, True),
+        ({"Authorization": "Bearer wrong"}, None, True),
+        ({}, {"token": TOKEN}, True),  # the auth payload comes after the handshake: too late
+        ({"Authorization": f"Bearer {TOKEN}"}, None, False),
+    ],
 )
-def test_socketio_needs_auth(fleet: Fleet, auth: dict[str, str] | None, refused: bool) -> None:
+def test_socketio_needs_auth(fleet: Fleet, headers: dict[str, str], auth: dict[str, str] | None,
+                             refused: bool) -> None:
     client = socketio.Client(reconnection=False)
     try:
-        client.connect(fleet.web_url, auth=auth, wait_timeout=10)
+        client.connect(fleet.web_url, headers=headers, auth=auth, wait_timeout=10)
     except socketio.exceptions.ConnectionError as error:
         assert refused, f"refused a valid token: {error}"
         return

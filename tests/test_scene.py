@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 import redis
 
+from conftest import BEFORE_THE_FLOOR
 from trafficrisk.messages import Box, ConflictEvent, Detection
 from trafficrisk.scenario import (
     BYSTANDERS,
@@ -316,7 +316,8 @@ def test_two_workers_share_one_camera_s_scene(redis_url: str) -> None:
     keeper = SceneKeeper("cam", GEOMETRY, LIMITS)
     expected = [keeper.step(s.seq, s.at)(s.detections) for s in frames]
     sampler = Store(redis.Redis.from_url(redis_url))
-    seqs = [sampler.reserve_frames(["cam"], time.time(), len(frames))["cam"] for _ in frames]
+    # sampled at a time before the frame-number floor (workers/store.py): numbers from 1
+    seqs = [sampler.reserve_frames(["cam"], BEFORE_THE_FLOOR, len(frames))["cam"] for _ in frames]
     assert seqs == [s.seq for s in frames]
     seen: dict[int, SceneFrame] = {}
     barrier = threading.Barrier(2)

@@ -10,6 +10,7 @@ import redis
 from scripted import HIGH, conflict_event, scripted_result
 
 from trafficrisk.messages import (
+    SEQ_BLOCK,
     Alert,
     AlertState,
     Camera,
@@ -21,9 +22,10 @@ from trafficrisk.messages import (
     Verdict,
     VerdictSource,
     Verification,
+    starts_run,
 )
 from trafficrisk.workers.patterns import ConflictPattern, PatternEngine, RiskyGroup
-from trafficrisk.workers.store import Store
+from trafficrisk.workers.store import SEQ_FLOOR_SINCE, Store, seq_floor
 
 
 @pytest.fixture
@@ -210,6 +212,49 @@ def test_frame_ledger(store: Store, steps: list[tuple[Any, ...]], offered: int, 
     assert store.dropped() == dropped
     assert store.frames_in_flight(["a"]) == flying
     assert offered == stored + sum(dropped.values()) + flying
+
+
+# What Redis did between two beats, and whether the camera's numbers go on by one.
+RESTARTS = [
+    ("nothing", None, True),
+    ("restarted from an old save", "restore", False),
+    ("restarted without its data", "flush", False),
+]
+
+
+@pytest.mark.parametrize(("restart", "consecutive"), [row[1:] for row in RESTARTS],
+                         ids=[row[0] for row in RESTARTS])
+def test_frame_numbers_never_repeat(store: Store, restart: str | None, consecutive: bool) -> None:
+    now = time.time()
+    given = [store.reserve_frames(["a"], now, limit=99)["a"] for _ in range(10)]
+    assert starts_run(given[0])  # a first start counts as a restart: a run begins
+    assert given == list(range(given[0], given[0] + 10))
+    if restart == "restore":  # the save had the numbers up to the third; its run id was another
+        store.client.set("tr:seq:a", given[2])
+        store.client.set("tr:redis_run", "before")
+    elif restart == "flush":
+        store.client.flushall()
+    after = store.reserve_frames(["a"], now + 1, limit=99)["a"]
+    assert after > given[-1]
+    assert (after == given[-1] + 1) == consecutive
+    assert starts_run(after) != consecutive
+
+
+@pytest.mark.parametrize(
+    ("now", "floor"),
+    [
+        (SEQ_FLOOR_SINCE - 1, 0),  # before 2026 (the tests' early clocks): numbers from 1
+        (SEQ_FLOOR_SINCE, SEQ_BLOCK),
+        (SEQ_FLOOR_SINCE + 0.9, SEQ_BLOCK),  # within the same second: the same floor
+        (SEQ_FLOOR_SINCE + 1, 2 * SEQ_BLOCK),
+        (SEQ_FLOOR_SINCE + 86400 * 365, (86400 * 365 + 1) * SEQ_BLOCK),
+    ],
+)
+def test_seq_floor(now: float, floor: int) -> None:
+    assert seq_floor(now) == floor
+    # above every number a camera sampling at 15 fps got from a floor a second or more before
+    for later_s in (1, 60, 86400):
+        assert seq_floor(now + later_s) > seq_floor(now) + 15 * later_s
 
 
 def test_bursts(store: Store) -> None:

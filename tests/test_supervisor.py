@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from conftest import wait_for
+from conftest import free_port, wait_for, worker_env
 from trafficrisk.supervisor import ProcfileError, Supervisor, read_procfile, systemd_units
+from trafficrisk.workers.store import Store
 
 PROCFILES = [
     (
@@ -114,3 +122,62 @@ def test_stop_kills_what_ignores_sigterm() -> None:
         module.STOP_TIMEOUT_S = saved
     assert status == [0] and time.monotonic() - started < 10
     assert "did not stop in 1 s: killed" in out.getvalue()
+
+
+def _children(pid: int) -> dict[str, Any]:
+    """The run's processes by role: redis-server, or the Procfile name in their command."""
+    import psutil
+
+    found: dict[str, Any] = {}
+    for child in psutil.Process(pid).children():
+        line = " ".join(child.cmdline())
+        name = "redis" if "redis-server" in line else next(
+            (role for role in ("detect", "aggregate", "alerts", "assess") if f"-n {role}@" in line), line
+        )
+        found[name] = child
+    return found
+
+
+@pytest.mark.slow
+def test_the_main_job_survives_its_redis_and_a_worker_killed(tmp_path: Path) -> None:
+    """The issue's reproduction: `trafficrisk run` on the sample, then kill -9 of its
+    redis-server and of the detect worker. The supervisor brings both back (Redis from its
+    append-only file), results flow again, and Ctrl-C (SIGTERM) ends it with status 0."""
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "data").mkdir()
+    shutil.copy(root / "data" / "vtest.avi", tmp_path / "data" / "vtest.avi")
+    shutil.copy(root / "Procfile", tmp_path / "Procfile")
+    (tmp_path / "cameras.yaml").write_text("cameras:\n  - {id: sample, url: data/vtest.avi, sample_fps: 2}\n")
+    env = worker_env(model="ssd", device="cpu", flower_port=str(free_port()))
+    env.update(PORT=str(free_port()), PYTHONPATH=str(root))
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        run = subprocess.Popen([sys.executable, "-m", "trafficrisk.cli", "run"], cwd=tmp_path, env=env,
+                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        found = wait_for(lambda: re.search(r"redis-server on 127.0.0.1:(\d+)", log.read_text()), 60,
+                         "the run's Redis", lambda: log.read_text()[-3000:])
+        store = Store(redis.Redis(port=int(found.group(1)), socket_timeout=5))
+
+        def results_since(since: float) -> bool:
+            try:
+                latest = store.latest("sample")
+            except redis.RedisError:
+                return False
+            return latest is not None and latest.captured_at > since
+
+        wait_for(lambda: results_since(0), 120, "results", lambda: log.read_text()[-3000:])
+        children = _children(run.pid)
+        for role in ("redis", "detect"):
+            children[role].kill()
+        killed_at = time.time()
+        wait_for(lambda: results_since(killed_at + 5), 90, "results after the kills",
+                 lambda: log.read_text()[-4000:])
+        assert run.poll() is None
+        for role in ("redis", "detect"):
+            assert re.search(rf"{role} +\| exited with status -9; restarting", log.read_text()), role
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGTERM)
+        status = run.wait(60)
+    assert status == 0, log.read_text()[-3000:]

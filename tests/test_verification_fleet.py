@@ -156,7 +156,7 @@ def verification_fleet(
         wait_for_port(port, timeout=30)
         wait_for(lambda: is_answering(fleet.web_url + "/login"), 60, "the web process", fleet.tails)
         fleet.spawn("capture", env, "capture")
-        listener.connect(fleet.web_url, auth={"token": TOKEN}, wait_timeout=10)
+        listener.connect(fleet.web_url, headers={"Authorization": f"Bearer {TOKEN}"}, wait_timeout=10)
         yield fleet
     finally:
         if listener.connected:

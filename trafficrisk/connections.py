@@ -29,9 +29,13 @@ REDIS_OPTIONS: dict[str, Any] = {
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client of `url` (redis://, rediss:// or unix://) with the fleet's timeouts."""
-    return redis.Redis.from_url(url, **REDIS_OPTIONS)
+def redis_client(url: str, timeout_s: float | None = None) -> redis.Redis:
+    """A client of `url` (redis://, rediss:// or unix://) with the fleet's timeouts, or
+    with `timeout_s` for connecting and for each answer."""
+    options: dict[str, Any] = dict(REDIS_OPTIONS)
+    if timeout_s is not None:
+        options.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return redis.Redis.from_url(url, **options)
 
 
 def is_tls(url: str) -> bool:

@@ -132,6 +132,18 @@ class Camera(Message):
         return self
 
 
+# Frame numbers: a camera's count starts at 1 and goes up by one. When Redis restarted (it
+# may have lost numbers given since its last save, or all of them) the count continues
+# at the next multiple of SEQ_BLOCK above a floor that grows faster than any camera
+# samples, plus 1 (workers/store.py), so numbers, and the ids made from them, never
+# repeat. A frame numbered so starts a run: no frame before it is worth waiting for.
+SEQ_BLOCK = 1024
+
+
+def starts_run(seq: int) -> bool:
+    return seq % SEQ_BLOCK == 1
+
+
 class FrameRef(Message):
     """A sampled frame: the JPEG itself waits in Redis under `frame_key`."""
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "TRAFFICRISK_"
 # Guessable credentials are refused at start-up; `trafficrisk run` generates longer ones.
-MIN_SECRET_LENGTH = {"dashboard_password": 8, "api_token": 12}
+MIN_SECRET_LENGTH = {"dashboard_password": 8, "api_token": 12, "metrics_token": 12}
 # The visibility timeout outlasts a message's longest hold by at least this much.
 HELD_MARGIN_S = 10.0
 
@@ -90,7 +90,22 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     dashboard_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    # A read-only credential for /metrics alone, so that Prometheus need not hold the API token.
+    metrics_token: SecretStr | None = None
     web_host: str = "127.0.0.1"
+    # Failed logins (password or API token) allowed per client address, and from everyone
+    # together, in a moving window ("N/minute", "N/hour"); beyond, 429 until the window moves.
+    login_limit_per_address: str = Field("10/minute", pattern=r"^\d+ ?/ ?(second|minute|hour|day)$")
+    login_limit_total: str = Field("100/minute", pattern=r"^\d+ ?/ ?(second|minute|hour|day)$")
+    # A dashboard session ends after this long without a request (and at logout, at once).
+    session_idle_s: int = Field(8 * 3600, gt=0, le=30 * 86400)
+    # Proxies in front of the web process whose X-Forwarded-For/-Proto to believe (0: none):
+    # the client address the limits count, and whether the request came over TLS.
+    trusted_proxies: int = Field(0, ge=0, le=5)
+    # Session cookies only over TLS. They are Secure anyway on requests that came over TLS.
+    secure_cookies: bool = False
+    # Connections one web process holds open at once (gevent: idle ones cost little).
+    web_connections: int = Field(2000, ge=100, le=100_000)
     flower_port: int = Field(5555, gt=0, lt=65536)
     port: int = Field(5000, gt=0, lt=65536, validation_alias=AliasChoices("PORT", "TRAFFICRISK_PORT"))
 
@@ -187,12 +202,12 @@ class Settings(BaseSettings):
     # An empty value means unset, for a secret too: an empty password must not serve Flower
     # (or anything) with an empty password.
     @field_validator("llm_base_url", "api_token", "dashboard_password", "secret_key", "webhook_secret",
-                     mode="before")
+                     "metrics_token", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("dashboard_password", "api_token")
+    @field_validator("dashboard_password", "api_token", "metrics_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         least = MIN_SECRET_LENGTH[str(info.field_name)]
@@ -227,7 +242,7 @@ class Settings(BaseSettings):
 
 # Never echoed back, not even when malformed (a Redis or webhook URL may hold a password).
 SECRET_FIELDS = frozenset({"llm_api_keys", "api_token", "dashboard_password", "secret_key", "webhook_secret",
-                           "redis_url", "webhook_urls"})
+                           "redis_url", "webhook_urls", "metrics_token"})
 
 
 def _env_name(field: str) -> str:

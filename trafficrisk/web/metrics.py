@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from trafficrisk.messages import AlertState, CameraState
 from trafficrisk.queues import QUEUES
 from trafficrisk.web.api import store
-from trafficrisk.web.auth import api_auth_required
+from trafficrisk.web.auth import metrics_auth_required
 from trafficrisk.web.openapi import describe
 from trafficrisk.workers.store import Store
 
@@ -106,7 +106,7 @@ class FleetCollector:
 
 
 @blueprint.get("/metrics")
-@api_auth_required
+@metrics_auth_required
 @describe(answer="text/plain")
 def metrics() -> Response:
     """The fleet's Prometheus metrics, computed from Redis at scrape time."""

@@ -5,9 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from trafficrisk.web.auth import USER, check_csrf, credentials, csrf_token, login_required
+from trafficrisk.web.auth import (
+    check_csrf,
+    credentials,
+    csrf_token,
+    end_session,
+    login_required,
+    start_session,
+    throttle,
+)
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("pages", __name__)
@@ -34,18 +42,23 @@ def login() -> Any:
 @blueprint.post("/login")
 def login_submit() -> Any:
     check_csrf()
+    address = request.remote_addr or "?"
+    wait_s = throttle().retry_after(address)
+    if wait_s is not None:
+        error = f"Too many failed logins: try again in {wait_s} s."
+        return render_template("login.html", can_log_in=True, error=error), 429, {"Retry-After": str(wait_s)}
     if not credentials().password_matches(request.form.get("password", "")):
-        log.warning("failed dashboard login from %s", request.remote_addr)
+        throttle().failed(address)
+        log.warning("failed dashboard login from %s", address)
         return render_template("login.html", can_log_in=True, error="Wrong password."), 401
-    session.clear()
-    session["user"] = USER
+    start_session()
     return redirect(_safe_next(request.args.get("next")))
 
 
 @blueprint.post("/logout")
 def logout() -> Any:
     check_csrf()
-    session.clear()
+    end_session()
     return redirect(url_for("pages.login"))
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
 from celery import Celery
 from flask import Blueprint, current_app, jsonify
 
@@ -27,6 +28,9 @@ from trafficrisk.workers.key_pool import KeyLimits, KeyPool
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("system", __name__, url_prefix="/api")
+# /healthz, for load balancers and liveness probes: no credential, nothing but up or down.
+probes = Blueprint("probes", __name__)
+HEALTH_TIMEOUT_S = 2.0  # under a probe's usual 5 s: a stuck Redis reads as down, not as a hang
 
 PING_TIMEOUT_S = 1.0
 # A ping waits its whole timeout for answers: ask at most this often, whoever asks.
@@ -138,3 +142,12 @@ def system() -> Any:
         webhooks={outcome: webhooks.get(outcome, 0)
                   for outcome in ("delivered", "retried", "failed")},
     )
+
+
+@probes.get("/healthz")
+def healthz() -> Any:
+    try:
+        current_app.extensions["trafficrisk.health_client"].ping()
+    except redis.RedisError:
+        return jsonify(status="unavailable"), 503
+    return jsonify(status="ok")

@@ -1,4 +1,4 @@
-"""gunicorn entry point: `gunicorn -w 1 --threads 100 trafficrisk.web.wsgi:app`."""
+"""gunicorn entry point: `gunicorn -w 1 -k gevent trafficrisk.web.wsgi:app` (trafficrisk web)."""
 
 from trafficrisk.web.app import create_app
 

@@ -27,6 +27,7 @@ from trafficrisk.messages import (
     RiskLevel,
     VerdictSource,
     Verification,
+    starts_run,
 )
 from trafficrisk.workers.road_users import VEHICLES, canonical_label
 from trafficrisk.workers.rules import describe
@@ -395,7 +396,8 @@ class PatternEngine:
 
     def _next_ready(self, state: State) -> int | None:
         """The next frame to run: the one expected, else the earliest waiting one once the
-        frames before it are too late to wait for (or it is a camera's very first frame)."""
+        frames before it are too late to wait for (or it starts a run of numbers: a camera's
+        first frame, or its first after Redis restarted)."""
         pending = state["pending"]
         if not pending:
             return None
@@ -403,7 +405,7 @@ class PatternEngine:
             return int(state["next"])
         earliest = min(int(seq) for seq in pending)
         waited = state["watermark"] - pending[str(earliest)]["t"]
-        return earliest if earliest == 1 or waited >= self.lateness_s else None
+        return earliest if starts_run(earliest) or waited >= self.lateness_s else None
 
     def _run(self, state: State, frame: dict[str, Any]) -> list[Alert]:
         alerts = []

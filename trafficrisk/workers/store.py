@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trafficrisk.messages import (
+    SEQ_BLOCK,
     Alert,
     AlertState,
     Camera,
@@ -67,16 +68,30 @@ Kept = TypeVar("Kept")
 # their slot; if there is room, take the next sequence number and mark that frame in
 # flight, else count a backpressure drop. `unpublished` frames are those a capture
 # process sampled while Redis did not answer: offered, and dropped.
+# Frame numbers never repeat (messages.SEQ_BLOCK): when Redis's run id changed since the
+# last beat (a restart, with its data or without; a first start counts as one), the
+# floor rises to ARGV[6], and a camera whose count is not above it goes on at floor + 1.
 _RESERVE = """
 local now, timeout, limit, prefix, unpublished = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4], tonumber(ARGV[5])  -- then the cameras
+  ARGV[4], tonumber(ARGV[5])  -- ARGV[6]: the floor, should Redis have restarted; then the cameras
 local seqs, dropped, lost = {}, 0, 0
-for i = 6, #ARGV do
+local floor = tonumber(redis.call('GET', prefix .. 'seq_floor') or 0)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+if redis.call('GET', prefix .. 'redis_run') ~= run then
+  redis.call('SET', prefix .. 'redis_run', run)
+  floor = math.max(floor, tonumber(ARGV[6]))
+  redis.call('SET', prefix .. 'seq_floor', floor)
+end
+for i = 7, #ARGV do
   local camera = ARGV[i]
   local flights = prefix .. 'inflight:' .. camera
   lost = lost + redis.call('ZREMRANGEBYSCORE', flights, '-inf', now - timeout)
   if redis.call('ZCARD', flights) < limit then
     local seq = redis.call('INCR', prefix .. 'seq:' .. camera)
+    if seq <= floor then
+      seq = floor + 1
+      redis.call('SET', prefix .. 'seq:' .. camera, seq)
+    end
     redis.call('ZADD', flights, now, camera .. ':' .. seq)
     seqs[#seqs + 1] = seq
   else
@@ -84,7 +99,7 @@ for i = 6, #ARGV do
     dropped = dropped + 1
   end
 end
-redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 5 + unpublished)
+redis.call('HINCRBY', prefix .. 'frames', 'offered', #ARGV - 6 + unpublished)
 for reason, count in pairs({backpressure = dropped, lost = lost, unpublished = unpublished}) do
   if count > 0 then redis.call('HINCRBY', prefix .. 'frames_dropped', reason, count) end
 end
@@ -207,6 +222,20 @@ return event
 """
 
 
+SEQ_FLOOR_SINCE = 1_767_225_600  # 2026-01-01 UTC
+
+
+def seq_floor(now: float) -> int:
+    """Above every frame number given before `now`: SEQ_BLOCK for each second since
+    SEQ_FLOOR_SINCE, up to the next whole second (0 before then). A camera samples at
+    most 15 frames a second, far fewer than SEQ_BLOCK; only two restarts that lose Redis's
+    data within the same second share a floor. (Numbers reach 2**53, where JSON and Lua
+    lose integers, in some 270,000 years.)"""
+    if now < SEQ_FLOOR_SINCE:
+        return 0
+    return (int(now - SEQ_FLOOR_SINCE) + 1) * SEQ_BLOCK
+
+
 def frame_key(camera_id: str, seq: int) -> str:
     return f"{PREFIX}frame:{camera_id}:{seq}"
 
@@ -225,6 +254,10 @@ def scene_key(camera_id: str) -> str:
 
 def scene_seq_key(camera_id: str) -> str:
     return f"{PREFIX}scene_seq:{camera_id}"
+
+
+def session_key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
 
 
 def scale_key(camera_id: str) -> str:
@@ -378,7 +411,8 @@ class Store:
 
         One round trip for a whole beat, however many cameras are due in it.
         """
-        seqs = self._reserve(args=[now, self.flight_timeout_s, limit, PREFIX, unpublished, *camera_ids])
+        args = [now, self.flight_timeout_s, limit, PREFIX, unpublished, seq_floor(now), *camera_ids]
+        seqs = self._reserve(args=args)
         return dict(zip(camera_ids, (int(s) for s in seqs), strict=True))
 
     def put_frames(self, frames: list[tuple[str, int, bytes]]) -> list[str]:
@@ -406,6 +440,18 @@ class Store:
             if tokens:
                 pipe.hincrby(LLM_OUTCOMES_KEY, "tokens", tokens)
             pipe.execute()
+
+    # Dashboard sessions live here, not in the cookie alone, so that logout (or an idle
+    # timeout) ends them everywhere, even for a copy of the cookie.
+    def open_session(self, session_id: str, idle_s: int) -> None:
+        self.client.set(session_key(session_id), 1, ex=idle_s)
+
+    def renew_session(self, session_id: str, idle_s: int) -> bool:
+        """False when the session has ended (logged out, or idle past `idle_s`)."""
+        return bool(self.client.expire(session_key(session_id), idle_s))
+
+    def close_session(self, session_id: str) -> None:
+        self.client.delete(session_key(session_id))
 
     def count_webhook(self, outcome: str) -> None:
         """A webhook delivery's outcome: `delivered`, `retried` or `failed` (gave up)."""
