@@ -121,7 +121,8 @@ def _path_parameter(rule: Rule, name: str) -> dict[str, Any]:
 def _error_statuses(route: Route) -> list[int]:
     operation, statuses = route.operation, {500, *route.operation.errors}
     if not operation.public:
-        statuses |= {401, 503}  # the token; Redis, which every such view reads
+        # the token (429: too many failed logins from this client); Redis, which every such view reads
+        statuses |= {401, 429, 503}
         if route.method in UNSAFE_METHODS:
             statuses.add(400)  # a session's missing CSRF header
     if operation.query:
