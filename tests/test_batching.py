@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytest
 import redis
 
@@ -20,12 +22,13 @@ from trafficrisk.messages import (
     ConflictChange,
     ConflictEvent,
     ConflictSeverity,
+    Detection,
     EncounterFrame,
     VerdictSource,
     Verification,
 )
 from trafficrisk.queues import LLM_LOW_QUEUE
-from trafficrisk.workers.batching import LeaderBatcher, MicroBatcher
+from trafficrisk.workers.batching import BatchedDetector, LeaderBatcher, MicroBatcher
 from trafficrisk.workers.llm_batching import frame_batches
 from trafficrisk.workers.store import Store
 
@@ -108,6 +111,40 @@ def test_leader_batches_run_at_the_same_time() -> None:
     assert sorted(submit_together(batcher, list(range(8))), key=str) == list(range(8))
     assert batcher.batch_sizes == [2, 2, 2, 2]
     assert most[0] == 4  # a MicroBatcher would have run them one after another
+
+
+class OneAtATime:
+    """A detector that, like an OpenCV DNN net, must not run on two threads at once: it
+    counts the calls that overlapped and labels each image by its own first pixel."""
+
+    name = "one-at-a-time"
+
+    def __init__(self) -> None:
+        self.running, self.overlapped, self.lock = 0, 0, threading.Lock()
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        with self.lock:
+            self.running += 1
+            self.overlapped += self.running > 1
+        time.sleep(0.02)
+        with self.lock:
+            self.running -= 1
+        return [[Detection(label=str(int(image[0, 0, 0])), confidence=0.9, box=Box(x1=0, y1=0, x2=1, y2=1))]
+                for image in images]
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_a_batched_detector_runs_its_model_on_one_thread(max_batch: int) -> None:
+    inner = OneAtATime()
+    detector = BatchedDetector(inner, max_batch=max_batch, max_wait_s=0.01)
+    images = [np.full((4, 4, 3), n, dtype=np.uint8) for n in range(16)]
+    try:
+        with ThreadPoolExecutor(8) as pool:  # a detect worker's task threads
+            labels = list(pool.map(lambda image: detector.detect([image])[0][0].label, images))
+    finally:
+        detector.close()
+    assert inner.overlapped == 0
+    assert labels == [str(n) for n in range(16)]  # each frame its own boxes
 
 
 def test_a_lone_item_goes_alone_once_it_has_waited() -> None:

@@ -88,10 +88,6 @@ def logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*.log")))
 
 
-# Known failing since 2026-12-02 on the registry's current packages (and so at every commit
-# of that day, before any change of it): the truck's id changes mid-clip. Not OpenCV (4.12 to
-# 4.14) nor numpy (2.3, 2.4). Kept visible as xfail, not hidden, until found (issue 14 notes).
-@pytest.mark.xfail(reason="track id switch on today's packages: under investigation", strict=False)
 def test_tracks_keep_their_ids_across_two_detect_workers(two_detect_workers: tuple[Store, Path]) -> None:
     store, folder = two_detect_workers
     wait_for(lambda: (s := store.statuses().get(CAMERA)) and s.reason == "end of file (loop is off)", 60,

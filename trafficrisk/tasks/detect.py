@@ -38,10 +38,13 @@ def get_analyzer() -> FrameAnalyzer:
             settings = get_settings()
             detector: Detector = load_detector(settings.model, settings.device, settings.detect_confidence)
             warm_up(detector, settings.detect_batch_size)
-            if settings.detect_batch_size > 1:
-                detector = BatchedDetector(
-                    detector, settings.detect_batch_size, settings.detect_batch_wait_ms / 1000
-                )
+            # Always through the batcher, even batches of one: its single model thread is
+            # what keeps the worker's task threads from running one model at once (an
+            # OpenCV DNN net or an ultralytics predictor is not thread-safe: two threads in
+            # one forward pass give one frame the other's boxes, or garbage).
+            detector = BatchedDetector(
+                detector, settings.detect_batch_size, settings.detect_batch_wait_ms / 1000
+            )
             _analyzer = FrameAnalyzer(detector)
         return _analyzer
 
