@@ -30,6 +30,15 @@ SAMPLE_VIDEO = ROOT / "data" / "vtest.avi"
 BEFORE_THE_FLOOR = 1_000_000.0  # a time (1970) before the frame-number floor: numbers start at 1
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start real processes (marked `slow`) run one after another in one
+    xdist worker (`--dist loadgroup`, pyproject.toml): a fleet on two cores is timed by
+    what else runs, and two fleets at once would miss their deadlines, not find bugs."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
