@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from trafficrisk.workers.analysis import FrameAnalyzer, encode_jpeg  # noqa: E402
 from trafficrisk.workers.batching import BatchedDetector  # noqa: E402
 from trafficrisk.workers.conflicts import Thresholds  # noqa: E402
-from trafficrisk.workers.detection import Detector, YoloDetector, fp16_args, warm_up  # noqa: E402
+from trafficrisk.workers.detection import YoloDetector, fp16_args, warm_up  # noqa: E402
 from trafficrisk.workers.scene import Geometry, SceneKeeper  # noqa: E402
 
 VIDEO = ROOT / "data" / "vtest.avi"
@@ -126,9 +126,10 @@ def main() -> None:
           f"{args.frames} frames of vtest.avi (768x576); best of {args.rounds} rounds")
     print(f"{'batch':>5} {'threads':>7} {'plain fps':>10} {'stage fps':>10} {'ratio':>6} {'mean batch':>10}")
     for batch, factor in [(b, f) for b in args.batch for f in args.threads_per_batch]:
-        inner: Detector = detector
-        batched = BatchedDetector(detector, batch, args.wait_ms / 1000) if batch > 1 else None
-        analyzer = FrameAnalyzer(batched or inner)
+        # As the worker does (tasks/detect.py): always through the batcher, batches of one
+        # too, whose one model thread keeps the task threads out of the model together.
+        batched = BatchedDetector(detector, batch, args.wait_ms / 1000)
+        analyzer = FrameAnalyzer(batched)
         plain = plain_loop(args.weights, detector, images)
         stage = stage_threads(analyzer, jpegs, batch * factor)
         plain_rounds: list[float] = []
@@ -136,9 +137,8 @@ def main() -> None:
         for _ in range(args.rounds):
             best_fps(plain, len(images), plain_rounds)
             best_fps(stage, len(images), stage_rounds)
-        sizes = batched.batch_sizes if batched else [1]
-        if batched:
-            batched.close()
+        sizes = batched.batch_sizes or [1]
+        batched.close()
         plain_fps, stage_fps = max(plain_rounds), max(stage_rounds)
         print(f"{batch:>5} {batch * factor:>7} {plain_fps:>10.1f} {stage_fps:>10.1f} "
               f"{stage_fps / plain_fps:>6.2f} "
