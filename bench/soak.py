@@ -6,8 +6,13 @@ on 20 looping file cameras for an hour; does any process, or Redis, keep growing
 
 Every `--every` seconds it reads each process's resident memory (a role's whole process
 tree: celery's pool children count) and Redis's `used_memory`, and the frame ledger.
-The growth it prints is the mean of the last three readings against the reading at the
-end of the warm-up. Redis holds capped data only (results per camera, alerts, evidence,
+The growth it prints compares like with like over stretches of time, not single readings:
+the mean of the readings in the ten minutes after the warm-up against the mean of the
+last ten minutes, and the least-squares trend over everything after the warm-up (its
+rise across the run, as a share of its value at the warm-up's end). Frames in hand move
+with detect's lag over a few minutes, so a reading's phase is not growth.
+
+Redis holds capped data only (results per camera, alerts, evidence,
 conflicts, per-minute counts): the caps and retentions are lowered here so that they are
 all reached inside the warm-up, which is the steady state a deployment reaches in days.
 Readings go to var/soak.jsonl as they come, the summary to var/soak.json.
@@ -88,7 +93,7 @@ def redis_by_kind(client: redis.Redis) -> dict[str, float]:
         parts = key.decode().split(":")
         kind = ":".join(parts[:2]) if parts[0] == "tr" else parts[0]
         kinds[kind] = kinds.get(kind, 0) + (client.memory_usage(key) or 0)
-    return {kind: round(size / 2**20, 2) for kind, size in sorted(kinds.items(), key=lambda kv: -kv[1])[:8]}
+    return {kind: round(size / 2**20, 2) for kind, size in sorted(kinds.items(), key=lambda kv: -kv[1])}
 
 
 def rss_mib(processes: list[psutil.Process]) -> float:
@@ -125,29 +130,46 @@ def figures_of(reading: dict) -> dict[str, float]:
     figures["redis without frames"] = reading["redis_used_mib"] - reading["redis_by_kind"].get(
         "tr:frame", 0.0
     )
+    figures["redis data kinds"] = sum(
+        mib for kind, mib in reading["redis_by_kind"].items() if kind != "tr:frame"
+    )
     return figures
 
 
-def growth(readings: list[dict], warmup_min: float) -> dict[str, float]:
-    """Percent growth of each figure: the last three readings' mean against the mean of the
-    three around the warm-up's end."""
-    at = min(range(len(readings)), key=lambda i: abs(readings[i]["minute"] - warmup_min))
-    base = [figures_of(r) for r in readings[max(0, at - 1) : at + 2]]
-    tail = [figures_of(r) for r in readings[-3:]]
+WINDOW_MIN = 10.0  # the stretch each end of the run is averaged over
+
+
+def growth(readings: list[dict], warmup_min: float) -> dict[str, dict[str, float]]:
+    """Percent growth of each figure after the warm-up: `window` compares the mean of the
+    first and the last WINDOW_MIN minutes, `trend` is the fitted line's rise over the run."""
+    after = [r for r in readings if r["minute"] >= warmup_min]
+    first = [figures_of(r) for r in after if r["minute"] < warmup_min + WINDOW_MIN]
+    last = [figures_of(r) for r in after if r["minute"] > after[-1]["minute"] - WINDOW_MIN]
+    minutes = [r["minute"] for r in after]
     percent = {}
-    for name in base[0]:
-        before = statistics.mean(f.get(name, 0.0) for f in base)
-        after = statistics.mean(f.get(name, 0.0) for f in tail)
-        if before:
-            percent[name] = round(100 * (after - before) / before, 1)
+    for name in first[0]:
+        before = statistics.mean(f.get(name, 0.0) for f in first)
+        if not before:
+            continue
+        values = [figures_of(r).get(name, 0.0) for r in after]
+        slope, intercept = statistics.linear_regression(minutes, values)
+        start = intercept + slope * minutes[0]
+        percent[name] = {
+            "window": round(100 * (statistics.mean(f.get(name, 0.0) for f in last) - before) / before, 1),
+            "trend": round(100 * slope * (minutes[-1] - minutes[0]) / start, 1) if start else 0.0,
+        }
     return percent
 
 
-def report(readings: list[dict], warmup_min: float) -> dict[str, float]:
+def report(readings: list[dict], warmup_min: float) -> dict[str, dict[str, float]]:
     percent = growth(readings, warmup_min)
-    print(f"growth from minute {warmup_min:g} to minute {readings[-1]['minute']:g} (percent):")
+    print(
+        f"growth from minute {warmup_min:g} to minute {readings[-1]['minute']:g} (percent; "
+        f"window: last {WINDOW_MIN:g} min against the first {WINDOW_MIN:g}; trend: fitted line):"
+    )
     for name, value in percent.items():
-        print(f"  {name:24s} {value:+6.1f} %{'  over 5 %' if value >= 5 else ''}")
+        flag = "  over 5 %" if max(value.values()) >= 5 else ""
+        print(f"  {name:24s} window {value['window']:+6.1f} %  trend {value['trend']:+6.1f} %{flag}")
     return percent
 
 
@@ -226,9 +248,10 @@ def main() -> None:
                 readings.append(reading(watched, server, client, started))
                 jsonl.write(json.dumps(readings[-1]) + "\n")
                 jsonl.flush()
+                latest = readings[-1]
                 print(
-                    f"  {readings[-1]['minute']:6.1f} min  redis {readings[-1]['redis_used_mib']:7.2f} MiB  "
-                    f"rss {readings[-1]['rss_mib']}  by kind {readings[-1]['redis_by_kind']}",
+                    f"  {latest['minute']:6.1f} min  redis {latest['redis_used_mib']:7.2f} MiB  "
+                    f"rss {latest['rss_mib']}  by kind {dict(list(latest['redis_by_kind'].items())[:5])}",
                     flush=True,
                 )
                 time.sleep(args.every)
